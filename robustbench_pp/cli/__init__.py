@@ -1,0 +1,31 @@
+"""The ``rbpp`` command line: a click group whose subcommands are thin calls into the library.
+
+Each capability has its own module in this package defining one or more click commands;
+``_COMMAND_MODULES`` lists them, and adding a command touches that list and its module.
+Heavy imports (torch, pandas) happen inside the commands, so ``rbpp --help`` stays fast.
+"""
+
+from __future__ import annotations
+
+import importlib
+
+import click
+
+from robustbench_pp import __version__
+
+# Module (relative to this package) -> names of the click commands it defines.
+_COMMAND_MODULES: dict[str, tuple[str, ...]] = {
+    "metrics_cmd": ("metrics",),
+}
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
+@click.version_option(__version__, prog_name="rbpp")
+def main() -> None:
+    """robustbench_pp: corruption robustness benchmark for image classifiers (PushPull-Net)."""
+
+
+for _module_name, _commands in _COMMAND_MODULES.items():
+    _module = importlib.import_module(f"{__name__}.{_module_name}")
+    for _command in _commands:
+        main.add_command(getattr(_module, _command.replace("-", "_")))

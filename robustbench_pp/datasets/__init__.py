@@ -1,0 +1,1 @@
+"""Datasets: clean sources, released corrupted sets, generation and on-the-fly corruption."""

@@ -1,0 +1,199 @@
+"""The cell record: one (model, dataset, corruption, severity) evaluation and its provenance.
+
+A record is a frozen dataclass; on disk it is one JSON object per line (JSON Lines), tagged
+with ``schema`` and ``schema_version`` so that old files stay readable and newer ones are
+refused with a clear message instead of being misread.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from types import MappingProxyType
+from typing import Any
+
+from robustbench_pp.names import ALL_CORRUPTIONS, CLEAN, CLEAN_SEVERITY, SEVERITIES
+
+SCHEMA_NAME = "robustbench_pp.cell"
+SCHEMA_VERSION = 1
+
+#: Provenance keys every record carries (values may be None where unknown, e.g. no CUDA).
+REQUIRED_PROVENANCE = (
+    "package_version",
+    "torch_version",
+    "torchvision_version",
+    "cuda_version",
+    "device",
+    "git_commit",
+    "checkpoint_sha256",
+    "dataset_fingerprint",
+    "preset",
+    "seed",
+    "num_images",
+    "data_mode",
+    "created_utc",
+    "command",
+)
+
+#: Provenance keys that must agree for two records to belong to the same run (resume, merge).
+IDENTITY_PROVENANCE = ("checkpoint_sha256", "dataset_fingerprint", "preset", "seed", "num_images", "data_mode", "settings")
+
+
+class RecordError(ValueError):
+    """A record (or a line of a results file) is malformed."""
+
+
+@dataclass(frozen=True)
+class CellRecord:
+    """The outcome of evaluating one model on one cell.
+
+    Attributes:
+        model: the registered model name (or a label for reported rows).
+        dataset: the dataset spec name, e.g. ``fashion-mnist-c``.
+        corruption: one of the 19 corruption names, or ``"clean"``.
+        severity: 1..5, or 0 for the clean cell.
+        n_correct: top-1 correct predictions.
+        n_total: images evaluated.
+        seconds: wall time spent on the cell.
+        provenance: see :data:`REQUIRED_PROVENANCE`; ``settings`` holds evaluation options.
+        recipe: the training recipe of the checkpoint (none, autoaugment, augmix, prime...).
+        n_correct_top5: top-5 correct predictions, when computed.
+        calibration: per confidence bin ``[count, sum of confidences, number correct]``
+            (15 equal-width bins); kept so that shards merge into an exact ECE.
+        ci95: 95% bootstrap confidence interval of the top-1 error, when computed.
+    """
+
+    model: str
+    dataset: str
+    corruption: str
+    severity: int
+    n_correct: int
+    n_total: int
+    seconds: float
+    provenance: Mapping[str, Any]
+    recipe: str | None = None
+    n_correct_top5: int | None = None
+    calibration: tuple[tuple[float, float, float], ...] | None = None
+    ci95: tuple[float, float] | None = None
+    extra: Mapping[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        _validate(self)
+        object.__setattr__(self, "provenance", MappingProxyType(dict(self.provenance)))
+        object.__setattr__(self, "extra", MappingProxyType(dict(self.extra)))
+        if self.calibration is not None:
+            object.__setattr__(self, "calibration", tuple(tuple(float(v) for v in b) for b in self.calibration))
+        if self.ci95 is not None:
+            object.__setattr__(self, "ci95", (float(self.ci95[0]), float(self.ci95[1])))
+
+    @property
+    def cell(self) -> tuple[str, int]:
+        return (self.corruption, self.severity)
+
+    @property
+    def top1_error(self) -> float:
+        return 1.0 - self.n_correct / self.n_total
+
+    @property
+    def top5_error(self) -> float | None:
+        return None if self.n_correct_top5 is None else 1.0 - self.n_correct_top5 / self.n_total
+
+    @property
+    def ece(self) -> float | None:
+        """Expected calibration error from the stored bins (None when not computed)."""
+        if self.calibration is None:
+            return None
+        total = sum(b[0] for b in self.calibration)
+        if total == 0:
+            return None
+        return sum(abs(b[1] - b[2]) for b in self.calibration) / total
+
+    def to_json(self) -> dict:
+        data = {name: getattr(self, name) for name in self.__dataclass_fields__}
+        data["provenance"] = dict(self.provenance)
+        data["extra"] = dict(self.extra)
+        if self.calibration is not None:
+            data["calibration"] = [list(b) for b in self.calibration]
+        if self.ci95 is not None:
+            data["ci95"] = list(self.ci95)
+        # Derived values are written for readers without this package (they are recomputed on load).
+        data["top1_error"] = self.top1_error
+        data["top5_error"] = self.top5_error
+        data["ece"] = self.ece
+        return {"schema": SCHEMA_NAME, "schema_version": SCHEMA_VERSION, **data}
+
+    @classmethod
+    def from_json(cls, data: Mapping[str, Any]) -> "CellRecord":
+        """Build a record from its JSON form.
+
+        Raises:
+            RecordError: when the schema is unknown or newer, or a field is missing or wrong.
+        """
+        if not isinstance(data, Mapping):
+            raise RecordError(f"a record must be a JSON object, got {type(data).__name__}")
+        if data.get("schema") != SCHEMA_NAME:
+            raise RecordError(f"not a robustbench_pp cell record (schema={data.get('schema')!r})")
+        version = data.get("schema_version")
+        if not isinstance(version, int) or version < 1:
+            raise RecordError(f"bad schema_version {version!r}")
+        if version > SCHEMA_VERSION:
+            raise RecordError(
+                f"schema_version {version} is newer than this robustbench_pp understands ({SCHEMA_VERSION}); "
+                "upgrade robustbench_pp to read it"
+            )
+        names = {f for f in cls.__dataclass_fields__}
+        kwargs = {k: v for k, v in data.items() if k in names}
+        missing = [f for f in ("model", "dataset", "corruption", "severity", "n_correct", "n_total", "seconds", "provenance") if f not in kwargs]
+        if missing:
+            raise RecordError(f"record lacks field(s): {', '.join(missing)}")
+        try:
+            return cls(**kwargs)
+        except TypeError as exc:
+            raise RecordError(str(exc)) from None
+
+
+def _is_int(value) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _validate(record: CellRecord) -> None:
+    for name in ("model", "dataset"):
+        if not isinstance(getattr(record, name), str) or not getattr(record, name):
+            raise RecordError(f"{name} must be a non-empty string, got {getattr(record, name)!r}")
+    if record.corruption == CLEAN:
+        if record.severity != CLEAN_SEVERITY:
+            raise RecordError(f"the clean cell has severity {CLEAN_SEVERITY}, got {record.severity!r}")
+    elif record.corruption not in ALL_CORRUPTIONS:
+        raise RecordError(f"unknown corruption {record.corruption!r}")
+    elif record.severity not in SEVERITIES:
+        raise RecordError(f"severity must be 1..5 for {record.corruption}, got {record.severity!r}")
+    if not (_is_int(record.n_total) and record.n_total > 0):
+        raise RecordError(f"n_total must be a positive integer, got {record.n_total!r}")
+    for name in ("n_correct", "n_correct_top5"):
+        value = getattr(record, name)
+        if value is None and name == "n_correct_top5":
+            continue
+        if not (_is_int(value) and 0 <= value <= record.n_total):
+            raise RecordError(f"{name} must be an integer in [0, n_total={record.n_total}], got {value!r}")
+    if record.n_correct_top5 is not None and record.n_correct_top5 < record.n_correct:
+        raise RecordError("n_correct_top5 is smaller than n_correct")
+    if not isinstance(record.seconds, (int, float)) or isinstance(record.seconds, bool) or not record.seconds >= 0:
+        raise RecordError(f"seconds must be a non-negative number, got {record.seconds!r}")
+    if not isinstance(record.provenance, Mapping):
+        raise RecordError("provenance must be a mapping")
+    missing = [k for k in REQUIRED_PROVENANCE if k not in record.provenance]
+    if missing:
+        raise RecordError(f"provenance lacks: {', '.join(missing)}")
+    if record.calibration is not None:
+        bins = record.calibration
+        if not isinstance(bins, (list, tuple)) or not all(isinstance(b, (list, tuple)) and len(b) == 3 for b in bins):
+            raise RecordError("calibration must be a list of [count, confidence sum, correct sum] bins")
+        if any(not all(isinstance(v, (int, float)) and math.isfinite(v) and v >= 0 for v in b) for b in bins):
+            raise RecordError("calibration bins must hold finite non-negative numbers")
+    if record.ci95 is not None:
+        ci = record.ci95
+        if not (isinstance(ci, (list, tuple)) and len(ci) == 2 and all(isinstance(v, (int, float)) for v in ci)):
+            raise RecordError(f"ci95 must be [low, high], got {ci!r}")
+        if not (0.0 <= ci[0] <= ci[1] <= 1.0):
+            raise RecordError(f"ci95 must satisfy 0 <= low <= high <= 1, got {ci!r}")

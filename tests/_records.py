@@ -1,0 +1,51 @@
+"""Builders of valid cell records for tests (importable by test subprocesses too)."""
+
+from __future__ import annotations
+
+from robustbench_pp.names import CORRUPTIONS, SEVERITIES
+from robustbench_pp.results import CellRecord
+
+
+def provenance(**overrides) -> dict:
+    base = {
+        "package_version": "0.1.0",
+        "torch_version": "2.14.1",
+        "torchvision_version": "0.29.1",
+        "cuda_version": None,
+        "device": "cpu",
+        "git_commit": None,
+        "checkpoint_sha256": "ab" * 32,
+        "dataset_fingerprint": "cd" * 32,
+        "preset": "cifar",
+        "seed": 0,
+        "num_images": 100,
+        "data_mode": "released",
+        "created_utc": "2026-11-26T00:00:00+00:00",
+        "command": "rbpp evaluate --model m",
+        "settings": {"precision": "fp32"},
+    }
+    base.update(overrides)
+    return base
+
+
+def record(corruption="clean", severity=0, n_correct=80, n_total=100, model="resnet18", dataset="fashion-mnist-c", **prov) -> CellRecord:
+    return CellRecord(
+        model=model,
+        dataset=dataset,
+        corruption=corruption,
+        severity=severity,
+        n_correct=n_correct,
+        n_total=n_total,
+        seconds=0.5,
+        provenance=provenance(**prov),
+        recipe="none",
+    )
+
+
+def full_run(error_of=lambda c, s: 0.1 + 0.05 * s, clean_error=0.1, n_total=1000, **kwargs) -> list[CellRecord]:
+    """Records of a complete run where cell (c, s) has the given top-1 error."""
+    records = [record(n_correct=round((1 - clean_error) * n_total), n_total=n_total, **kwargs)]
+    for c in CORRUPTIONS:
+        for s in SEVERITIES:
+            records.append(record(c, s, n_correct=round((1 - error_of(c, s)) * n_total), n_total=n_total, **kwargs))
+    return records

@@ -1,0 +1,300 @@
+"""Batched building blocks of the corruption kernels (torch, any device).
+
+Every function takes and returns float tensors N×C×H×W (values in [0, 1] unless said
+otherwise) and treats each image of the batch independently, so that an image's result never
+depends on the batch it was processed in.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import math
+from functools import lru_cache
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+# --------------------------------------------------------------------------- randomness
+
+
+def image_seed(seed: int, name: str, severity: int, index: int) -> int:
+    """A 63-bit seed that depends only on (seed, corruption name, severity, global image index)."""
+    digest = hashlib.blake2b(f"{seed}/{name}/{severity}/{index}".encode(), digest_size=8).digest()
+    return int.from_bytes(digest, "little") & (2**63 - 1)
+
+
+class ImageRandomness:
+    """One torch.Generator per image: draws are stacked along a new leading batch dimension.
+
+    Every kernel draws the same sequence of shapes for every image, so image i's numbers depend
+    only on its own generator (hence on its seed), never on its neighbours in the batch.
+    """
+
+    def __init__(self, seeds: list[int], device: torch.device):
+        self.device = torch.device(device)
+        self.generators = [torch.Generator(device=self.device).manual_seed(s) for s in seeds]
+
+    def _stack(self, draw) -> torch.Tensor:
+        if not self.generators:
+            raise ValueError("no images to draw for")
+        return torch.stack([draw(g) for g in self.generators])
+
+    def uniform(self, shape, low: float = 0.0, high: float = 1.0) -> torch.Tensor:
+        """U(low, high) of shape N×shape (float32)."""
+        u = self._stack(lambda g: torch.rand(shape, generator=g, device=self.device))
+        return u * (high - low) + low
+
+    def normal(self, shape, mean: float = 0.0, std: float = 1.0) -> torch.Tensor:
+        """N(mean, std²) of shape N×shape (float32)."""
+        z = self._stack(lambda g: torch.randn(shape, generator=g, device=self.device))
+        return z * std + mean
+
+    def integers(self, low: int, high: int, shape) -> torch.Tensor:
+        """Integers in [low, high) of shape N×shape (int64)."""
+        return self._stack(lambda g: torch.randint(low, high, shape, generator=g, device=self.device))
+
+    def poisson(self, rates: torch.Tensor) -> torch.Tensor:
+        """Poisson draws with per-element rates (rates has the leading batch dimension)."""
+        return torch.stack([torch.poisson(r, generator=g) for r, g in zip(rates, self.generators)])
+
+
+# --------------------------------------------------------------------------- boundaries, blurs
+
+
+def boundary_index(n: int, pad: int, mode: str) -> np.ndarray:
+    """Source index of each of the n + 2·pad positions of a padded axis, scipy.ndimage modes.
+
+    "nearest" repeats the edge, "reflect" is half-sample symmetric (d c b a | a b c d),
+    "mirror" is whole-sample symmetric (d c b | a b c d, OpenCV's BORDER_REFLECT_101).
+    """
+    i = np.arange(-pad, n + pad)
+    if mode == "nearest" or n == 1:
+        return np.clip(i, 0, n - 1)
+    if mode == "reflect":
+        i = np.mod(i, 2 * n)
+        return np.where(i < n, i, 2 * n - 1 - i)
+    if mode == "mirror":
+        i = np.mod(i, 2 * n - 2)
+        return np.where(i < n, i, 2 * n - 2 - i)
+    raise ValueError(f"unknown boundary mode {mode!r}")
+
+
+def pad2d(x: torch.Tensor, pad: int, mode: str) -> torch.Tensor:
+    """Pad the last two dimensions by ``pad`` with a scipy.ndimage boundary mode (any pad size)."""
+    rows = torch.as_tensor(boundary_index(x.shape[-2], pad, mode), device=x.device)
+    cols = torch.as_tensor(boundary_index(x.shape[-1], pad, mode), device=x.device)
+    return x.index_select(-2, rows).index_select(-1, cols)
+
+
+def gaussian_weights(sigma: float, truncate: float) -> np.ndarray:
+    """scipy.ndimage's sampled, normalised Gaussian (radius = int(truncate·sigma + 0.5))."""
+    radius = int(truncate * float(sigma) + 0.5)
+    k = np.arange(-radius, radius + 1, dtype=np.float64)
+    w = np.exp(-0.5 * (k / sigma) ** 2)
+    return w / w.sum()
+
+
+@lru_cache(maxsize=64)
+def _filter_matrix(n: int, sigma: float, truncate: float, mode: str) -> np.ndarray:
+    """Dense n×n matrix of a 1-D Gaussian filter with the boundary folded in."""
+    w = gaussian_weights(sigma, truncate)
+    radius = len(w) // 2
+    src = boundary_index(n, radius, mode)
+    matrix = np.zeros((n, n))
+    rows = np.repeat(np.arange(n), len(w))
+    cols = src[np.arange(n)[:, None] + np.arange(len(w))[None, :]].ravel()
+    np.add.at(matrix, (rows, cols), np.tile(w, n))
+    return matrix
+
+
+# Kernels up to this many taps are applied as shifted sums (cheap, elementwise); longer ones
+# as a dense matrix product, whose cost does not grow with sigma.
+_MAX_SHIFTED_TAPS = 25
+
+
+def _filter_axis(x: torch.Tensor, weights: np.ndarray, dim: int, mode: str, matrix_key) -> torch.Tensor:
+    n = x.shape[dim]
+    if len(weights) <= _MAX_SHIFTED_TAPS:
+        radius = len(weights) // 2
+        index = torch.as_tensor(boundary_index(n, radius, mode), device=x.device)
+        padded = x.index_select(dim, index)
+        out = None
+        for k, w in enumerate(weights):
+            term = padded.narrow(dim, k, n) * float(w)
+            out = term if out is None else out + term
+        return out
+    matrix = torch.as_tensor(_filter_matrix(n, *matrix_key), dtype=x.dtype, device=x.device)
+    if dim == x.ndim - 1 or dim == -1:
+        return x @ matrix.T
+    return matrix @ x
+
+
+def gaussian_blur(x: torch.Tensor, sigma: float, mode: str = "nearest", truncate: float = 4.0) -> torch.Tensor:
+    """skimage.filters.gaussian over the last two dimensions (default mode "nearest", truncate 4)."""
+    if sigma <= 1e-15:  # scipy skips such axes: the identity
+        return x
+    w = gaussian_weights(sigma, truncate)
+    key = (float(sigma), float(truncate), mode)
+    return _filter_axis(_filter_axis(x, w, x.ndim - 2, mode, key), w, x.ndim - 1, mode, key)
+
+
+def box3(x: torch.Tensor) -> torch.Tensor:
+    """OpenCV's cv2.blur with a 3×3 box (BORDER_REFLECT_101)."""
+    w = np.full(3, 1 / 3)
+    return _filter_axis(_filter_axis(x, w, x.ndim - 2, "mirror", None), w, x.ndim - 1, "mirror", None)
+
+
+def fft_filter2d(x: torch.Tensor, kernel: torch.Tensor, mode: str = "mirror") -> torch.Tensor:
+    """Correlate every channel with a centred, odd-sized, symmetric 2-D kernel via the FFT."""
+    r = kernel.shape[-1] // 2
+    padded = pad2d(x, r, mode)
+    size = padded.shape[-2:]
+    spectrum = torch.fft.rfft2(padded, s=size) * torch.fft.rfft2(kernel.to(x.device, x.dtype), s=size)
+    full = torch.fft.irfft2(spectrum, s=size)
+    return full[..., 2 * r :, 2 * r :]
+
+
+# --------------------------------------------------------------------------- geometry
+
+
+def clipped_zoom(x: torch.Tensor, zoom: float) -> torch.Tensor:
+    """Centre crop of size ceil(side/zoom), zoomed back by ``zoom`` (scipy.ndimage.zoom, order 1).
+
+    scipy maps output o to input o·(in−1)/(out−1): bilinear with align_corners=True.
+    The result is at least as large as x (not cropped back).
+    """
+    h, w = x.shape[-2:]
+    ch, cw = math.ceil(h / zoom), math.ceil(w / zoom)
+    top, left = (h - ch) // 2, (w - cw) // 2
+    crop = x[..., top : top + ch, left : left + cw]
+    size = (int(round(ch * zoom)), int(round(cw * zoom)))
+    return F.interpolate(crop, size=size, mode="bilinear", align_corners=True)
+
+
+def motion_blur(x: torch.Tensor, radius: int, sigma: float, angles_deg: torch.Tensor) -> torch.Tensor:
+    """imagecorruptions' numpy motion blur: Gaussian-weighted copies shifted along each image's angle.
+
+    Copies shifted by (dx, dy) repeat the edge (np.roll plus edge fill); taps stop where the shift
+    reaches the image size, as in the reference.
+    """
+    width = 2 * radius + 1
+    taps = np.exp(-(np.arange(width) ** 2) / (2 * sigma**2))
+    taps /= taps.sum()
+    h, w = x.shape[-2:]
+    pad = width
+    padded = pad2d(x, pad, "nearest")
+    out = torch.zeros_like(x)
+    for n, angle in enumerate(angles_deg.tolist()):
+        # The reference's arithmetic, step by step, so that half-pixel ties round the same way.
+        point = (width * np.sin(np.deg2rad(angle)), width * np.cos(np.deg2rad(angle)))
+        hypot = math.hypot(point[0], point[1])
+        acc = None
+        for i, weight in enumerate(taps):
+            dy = -math.ceil(((i * point[0]) / hypot) - 0.5)
+            dx = -math.ceil(((i * point[1]) / hypot) - 0.5)
+            if abs(dy) >= h or abs(dx) >= w:
+                break
+            term = padded[n, :, pad - dy : pad - dy + h, pad - dx : pad - dx + w] * float(weight)
+            acc = term if acc is None else acc + term
+        out[n] = acc
+    return out
+
+
+# --------------------------------------------------------------------------- noise fields
+
+
+def plasma_fractal(rng: ImageRandomness, mapsize: int, wibble_decay: float) -> torch.Tensor:
+    """Diamond-square height maps N×mapsize×mapsize in [0, 1] (the ImageNet-C fog field)."""
+    n = len(rng.generators)
+    field = torch.zeros(n, mapsize, mapsize, device=rng.device)
+    step, wibble = mapsize, 100.0
+    while step >= 2:
+        half = step // 2
+        cells = mapsize // step
+        noise = rng.uniform((3, cells, cells), -1.0, 1.0) * (wibble * wibble)
+        corners = field[:, 0::step, 0::step]
+        squares = corners + corners.roll(-1, 1)
+        squares = squares + squares.roll(-1, 2)
+        field[:, half::step, half::step] = squares / 4 + noise[:, 0]
+        centres = field[:, half::step, half::step]
+        corners = field[:, 0::step, 0::step]
+        left = (centres + centres.roll(1, 1)) + (corners + corners.roll(-1, 2))
+        field[:, 0::step, half::step] = left / 4 + noise[:, 1]
+        top = (centres + centres.roll(1, 2)) + (corners + corners.roll(-1, 1))
+        field[:, half::step, 0::step] = top / 4 + noise[:, 2]
+        step //= 2
+        wibble /= wibble_decay
+    field = field - field.amin(dim=(1, 2), keepdim=True)
+    return field / field.amax(dim=(1, 2), keepdim=True)
+
+
+def next_power_of_two(x: int) -> int:
+    return 1 if x <= 1 else 2 ** (int(x) - 1).bit_length()
+
+
+# --------------------------------------------------------------------------- colour
+
+
+def gray(x: torch.Tensor) -> torch.Tensor:
+    """Luma N×1×H×W as OpenCV's RGB2GRAY (0.299 R + 0.587 G + 0.114 B)."""
+    return 0.299 * x[:, 0:1] + 0.587 * x[:, 1:2] + 0.114 * x[:, 2:3]
+
+
+def add_to_value(x: torch.Tensor, amount: float) -> torch.Tensor:
+    """RGB→HSV, V ← clip(V + amount, 0, 1), HSV→RGB; with H and S fixed RGB scales with V."""
+    value = x.amax(dim=1, keepdim=True)
+    new_value = (value + amount).clamp(0, 1)
+    scale = new_value / value.clamp_min(1e-12)
+    return torch.where(value > 0, x * scale, new_value.expand_as(x))
+
+
+def scale_saturation(x: torch.Tensor, factor: float, offset: float) -> torch.Tensor:
+    """RGB→HSV, S ← clip(S·factor + offset, 0, 1), HSV→RGB (skimage conventions).
+
+    With H and V fixed, V − RGB scales with S; grey pixels (S = 0) have hue 0 (red) in skimage.
+    """
+    value = x.amax(dim=1, keepdim=True)
+    chroma = value - x.amin(dim=1, keepdim=True)
+    sat = torch.where(value > 0, chroma / value.clamp_min(1e-12), torch.zeros_like(value))
+    new_sat = (sat * factor + offset).clamp(0, 1)
+    coloured = value - (value - x) * (new_sat / sat.clamp_min(1e-12))
+    grey_base = value * (1 - new_sat)
+    greys = torch.cat([value, grey_base, grey_base], dim=1)
+    return torch.where(chroma > 0, coloured, greys)
+
+
+# --------------------------------------------------------------------------- resampling
+
+
+@lru_cache(maxsize=64)
+def pil_box_matrix(in_size: int, out_size: int) -> np.ndarray:
+    """out×in weights of Pillow's BOX resampling of one axis (its precompute_coeffs)."""
+    scale = in_size / out_size
+    filterscale = max(scale, 1.0)
+    support = 0.5 * filterscale
+    matrix = np.zeros((out_size, in_size))
+    for xx in range(out_size):
+        centre = (xx + 0.5) * scale
+        xmin = max(int(centre - support + 0.5), 0)
+        xmax = min(int(centre + support + 0.5), in_size)
+        pos = (np.arange(xmin, xmax) - centre + 0.5) / filterscale
+        w = ((pos > -0.5) & (pos <= 0.5)).astype(np.float64)
+        if w.sum() > 0:
+            matrix[xx, xmin:xmax] = w / w.sum()
+    return matrix
+
+
+def pil_box_resize(x255: torch.Tensor, height: int, width: int) -> torch.Tensor:
+    """Pillow's Image.resize(..., BOX) of 8-bit images: horizontal pass, round, vertical, round.
+
+    Works on grey levels (0..255 floats holding integers); Pillow rounds half up after each pass.
+    """
+    out = x255
+    if width != x255.shape[-1]:
+        m = torch.as_tensor(pil_box_matrix(x255.shape[-1], width), dtype=x255.dtype, device=x255.device)
+        out = torch.floor(out @ m.T + 0.5).clamp(0, 255)
+    if height != x255.shape[-2]:
+        m = torch.as_tensor(pil_box_matrix(x255.shape[-2], height), dtype=x255.dtype, device=x255.device)
+        out = torch.floor(m @ out + 0.5).clamp(0, 255)
+    return out

@@ -1,0 +1,139 @@
+"""``corrupt``: validation, seeding, dispatch to a kernel, and the uint8 round trip."""
+
+from __future__ import annotations
+
+import contextlib
+
+import numpy as np
+import torch
+
+from robustbench_pp.corruptions import _ops
+from robustbench_pp.corruptions.kernels import KERNELS
+from robustbench_pp.corruptions.parameters import PARAMETERS, check_name, check_preset, check_severity
+
+BACKENDS = ("torch", "imagecorruptions")
+
+#: Smallest accepted side (glass blur and the frost crop need some room; the reference needs 32).
+MIN_SIDE = 16
+
+# Added before truncating to uint8: float32 results that should be whole grey levels (JPEG,
+# pixelate, exact identities) may land a few 1e-5 below them; the released data truncated
+# float64 values, which land on them.
+_TRUNCATION_SLACK = 1e-3
+
+
+def _as_torch_batch(images):
+    """Validate and return (uint8 N×3×H×W tensor, was_numpy)."""
+    if isinstance(images, np.ndarray):
+        if images.dtype != np.uint8:
+            raise ValueError(f"images must be uint8, got numpy dtype {images.dtype}; convert with images.astype(np.uint8)")
+        if images.ndim != 4 or images.shape[-1] != 3:
+            raise ValueError(f"a numpy batch must be N×H×W×3 (RGB, channels last), got shape {images.shape}")
+        batch, was_numpy = torch.from_numpy(np.ascontiguousarray(images)).permute(0, 3, 1, 2), True
+    elif isinstance(images, torch.Tensor):
+        if images.dtype != torch.uint8:
+            raise ValueError(f"images must be uint8, got torch dtype {images.dtype}")
+        if images.ndim != 4 or images.shape[1] != 3:
+            raise ValueError(f"a torch batch must be N×3×H×W (RGB, channels first), got shape {tuple(images.shape)}")
+        batch, was_numpy = images, False
+    else:
+        raise ValueError(f"images must be a uint8 numpy array or torch tensor, got {type(images).__name__}")
+    if min(batch.shape[-2:]) < MIN_SIDE:
+        raise ValueError(f"images must be at least {MIN_SIDE}×{MIN_SIDE} pixels, got {tuple(batch.shape[-2:])}")
+    return batch, was_numpy
+
+
+def corrupt(images, name: str, severity: int, *, preset: str = "imagenet", seed: int = 0, index_offset: int = 0, backend: str = "torch"):
+    """Apply one corruption at one severity to a batch of uint8 RGB images.
+
+    Image i's randomness depends only on (seed, name, severity, index_offset + i): a data set
+    made in shards (pass each shard's first global index as ``index_offset``) or in any batch
+    size is bit-identical on CPU to one made in one go; on a GPU, run to run on one device type.
+
+    Args:
+        images: uint8 numpy array N×H×W×3, or uint8 torch tensor N×3×H×W on any device.
+        name: one of robustbench_pp.names.ALL_CORRUPTIONS (15 benchmark + 4 extra).
+        severity: 1..5.
+        preset: "imagenet" (ImageNet-C parameters) or "cifar" (CIFAR-10-C parameters).
+        seed: the data set's seed.
+        index_offset: global index of images[0].
+        backend: "torch" (batched kernels, any device) or "imagecorruptions" (the reference
+            package, one image at a time on the CPU; imagenet preset only).
+
+    Returns:
+        The corrupted batch: same type, shape, dtype (uint8) and device as ``images``.
+
+    Raises:
+        ValueError: unknown name/preset/backend, severity outside 1..5, wrong dtype or shape,
+            or the reference backend asked for a preset it does not implement.
+
+    Example:
+        >>> out = corrupt(np.zeros((2, 32, 32, 3), np.uint8), "fog", 3, preset="cifar", seed=1)
+    """
+    check_name(name)
+    check_preset(preset)
+    severity = check_severity(severity)
+    if backend not in BACKENDS:
+        raise ValueError(f"unknown backend {backend!r}; accepted: {', '.join(BACKENDS)}")
+    batch, was_numpy = _as_torch_batch(images)
+    if backend == "imagecorruptions":
+        out = reference_corrupt(batch.permute(0, 2, 3, 1).cpu().numpy(), name, severity, preset=preset, seed=seed, index_offset=index_offset)
+        out = torch.from_numpy(out).permute(0, 3, 1, 2)
+        return out.numpy().transpose(0, 2, 3, 1).copy() if was_numpy else out.to(batch.device)
+    if batch.shape[0] == 0:
+        return images.copy() if was_numpy else images.clone()
+    seeds = [_ops.image_seed(seed, name, severity, index_offset + i) for i in range(batch.shape[0])]
+    rng = _ops.ImageRandomness(seeds, batch.device)
+    x = batch.to(torch.float32) / 255
+    row = PARAMETERS[name][preset][severity - 1]
+    with torch.no_grad():
+        y = KERNELS[name](x, *row, rng=rng)
+        out = (y.nan_to_num(0.0) * 255 + _TRUNCATION_SLACK).clamp_(0, 255).to(torch.uint8)
+    if was_numpy:
+        return out.permute(0, 2, 3, 1).contiguous().numpy()
+    return out
+
+
+@contextlib.contextmanager
+def _numpy_global_seed(seed: int):
+    """Seed numpy's global RNG (the reference package uses it) and restore it afterwards."""
+    state = np.random.get_state()
+    np.random.seed(seed)
+    try:
+        yield
+    finally:
+        np.random.set_state(state)
+
+
+def reference_corrupt(images: np.ndarray, name: str, severity: int, *, preset: str = "imagenet", seed: int = 0, index_offset: int = 0) -> np.ndarray:
+    """Run the maintained ``imagecorruptions`` package on each image (N×H×W×3 uint8, ≥ 32 px).
+
+    Each image gets numpy's global RNG seeded from (seed, name, severity, index), and the same
+    32-bit seed as ``seed=`` where the package takes one (glass_blur, impulse_noise).
+
+    Raises:
+        ValueError: preset other than "imagenet" (the package implements only the ImageNet-C
+            parameters), or images under 32 px (the package rejects them).
+    """
+    check_name(name)
+    check_preset(preset)
+    severity = check_severity(severity)
+    if preset != "imagenet":
+        raise ValueError(
+            f"no reference implementation exists for the {preset!r} preset: the imagecorruptions "
+            "package implements only the ImageNet-C parameters; use backend='torch'"
+        )
+    if images.ndim != 4 or min(images.shape[1:3]) < 32:
+        raise ValueError(f"the imagecorruptions backend needs N×H×W×3 images of at least 32 px, got {images.shape}")
+    import warnings
+
+    from imagecorruptions import corrupt as reference
+
+    out = np.empty_like(images)
+    for i, image in enumerate(images):
+        key = _ops.image_seed(seed, name, severity, index_offset + i) % 2**32
+        kwargs = {"seed": key} if name in ("glass_blur", "impulse_noise") else {}
+        with _numpy_global_seed(key), warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            out[i] = reference(np.ascontiguousarray(image), severity=severity, corruption_name=name, **kwargs)
+    return out

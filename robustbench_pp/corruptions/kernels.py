@@ -1,0 +1,332 @@
+"""The 19 corruption kernels: one small batched torch function each.
+
+A kernel takes a float batch ``x`` (N×3×H×W, values in [0, 1], any device), the values of one
+parameter row of ``parameters.PARAMETERS`` as positional arguments, and ``rng`` (an
+``ImageRandomness`` holding one generator per image). It returns floats on the 0..1 scale that
+the caller clips and truncates to uint8 like the released data. No kernel knows its preset.
+"""
+
+from __future__ import annotations
+
+import math
+from functools import lru_cache
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from robustbench_pp.corruptions import _ops
+
+# --------------------------------------------------------------------------- noise
+
+
+def gaussian_noise(x, sigma, *, rng):
+    return x + rng.normal(x.shape[1:], std=sigma)
+
+
+def shot_noise(x, photons, *, rng):
+    return rng.poisson(x * photons) / photons
+
+
+def impulse_noise(x, amount, *, rng):
+    u = rng.uniform((2,) + tuple(x.shape[1:]))
+    flipped, salted = u[:, 0] < amount, u[:, 1] < 0.5
+    return torch.where(flipped, salted.to(x.dtype), x)
+
+
+def speckle_noise(x, sigma, *, rng):
+    return x + x * rng.normal(x.shape[1:], std=sigma)
+
+
+# --------------------------------------------------------------------------- blur
+
+
+@lru_cache(maxsize=32)
+def _disk_kernel(radius: float, alias_blur: float) -> torch.Tensor:
+    """ImageNet-C's anti-aliased disk: a pixel disk smoothed by OpenCV's GaussianBlur."""
+    half, ksize = (8, 3) if radius <= 8 else (int(radius), 5)
+    coords = np.arange(-half, half + 1)
+    xx, yy = np.meshgrid(coords, coords)
+    disk = ((xx**2 + yy**2) <= radius**2).astype(np.float64)
+    disk /= disk.sum()
+    g = np.exp(-((np.arange(ksize) - (ksize - 1) / 2) ** 2) / (2 * alias_blur**2))
+    g /= g.sum()
+    index = _ops.boundary_index(len(coords), ksize // 2, "mirror")
+    padded = disk[index][:, index]
+    rows = sum(g[k] * padded[k : k + len(coords)] for k in range(ksize))
+    smooth = sum(g[k] * rows[:, k : k + len(coords)] for k in range(ksize))
+    return torch.as_tensor(smooth, dtype=torch.float32)
+
+
+def defocus_blur(x, radius, alias_blur, *, rng=None):
+    return _ops.fft_filter2d(x, _disk_kernel(float(radius), float(alias_blur)), mode="mirror")
+
+
+def glass_blur(x, sigma, max_delta, iterations, *, rng):
+    # The reference's "swap" x[h,w], x[h',w'] = x[h',w'], x[h,w] aliases numpy views, so it
+    # copies x[h',w'] into x[h,w]. Sequentially (rows then columns, descending) a pixel may copy
+    # an already-updated pixel: we resolve those chains exactly, for all pixels at once.
+    x8 = torch.floor(_ops.gaussian_blur(x, sigma) * 255)
+    n, c, h, w = x8.shape
+    rows = torch.arange(h - max_delta, max_delta, -1, device=x.device)
+    cols = torch.arange(w - max_delta, max_delta, -1, device=x.device)
+    for _ in range(int(iterations)):
+        offsets = rng.integers(-max_delta, max_delta, (2, len(rows), len(cols)))
+        src_row = rows[None, :, None] + offsets[:, 1]
+        src_col = cols[None, None, :] + offsets[:, 0]
+        x8 = _copy_chains(x8, rows, cols, src_row, src_col)
+    return _ops.gaussian_blur(x8 / 255, sigma)
+
+
+def _copy_chains(x8, rows, cols, src_row, src_col):
+    n, c, h, w = x8.shape
+    flat = x8.reshape(n, c, h * w)
+    targets = (rows[:, None] * w + cols[None, :]).reshape(-1)
+    sources = (src_row * w + src_col).reshape(n, -1)
+    in_region = (src_row >= rows[-1]) & (src_row <= rows[0]) & (src_col >= cols[-1]) & (src_col <= cols[0])
+    # Processed earlier = a later row, or the same row and a later column (descending scans).
+    earlier = in_region & ((src_row > rows[None, :, None]) | ((src_row == rows[None, :, None]) & (src_col > cols[None, None, :])))
+    # For every pixel: whom it copies from, and whether that pixel was updated before.
+    copy_from = torch.arange(h * w, device=x8.device).repeat(n, 1)
+    copy_from[:, targets] = sources
+    follows = torch.zeros(n, h * w, dtype=torch.bool, device=x8.device)
+    follows[:, targets] = earlier.reshape(n, -1)
+    current = targets.repeat(n, 1)
+    while True:
+        step = follows.gather(1, current)
+        if not bool(step.any()):
+            break
+        current = torch.where(step, copy_from.gather(1, current), current)
+    out = flat.clone()
+    source = copy_from.gather(1, current)
+    out[:, :, targets] = flat.gather(2, source[:, None, :].expand(n, c, -1))
+    return out.reshape(n, c, h, w)
+
+
+def motion_blur(x, radius, sigma, *, rng):
+    angles = rng.uniform((), -45.0, 45.0)
+    return _ops.motion_blur(x, int(radius), sigma, angles)
+
+
+def zoom_blur(x, end, step, *, rng=None):
+    h, w = x.shape[-2:]
+    zooms = np.arange(1, end, step)
+    out = x.clone()
+    for zoom in zooms:
+        out += _ops.clipped_zoom(x, float(zoom))[..., :h, :w]
+    return out / (len(zooms) + 1)
+
+
+def gaussian_blur(x, sigma, *, rng=None):
+    return _ops.gaussian_blur(x, sigma)
+
+
+# --------------------------------------------------------------------------- weather
+
+
+def snow(x, loc, scale, zoom, threshold, radius, sigma, blend, *, rng):
+    h, w = x.shape[-2:]
+    layer = rng.normal((1, h, w), mean=loc, std=scale)
+    layer = _ops.clipped_zoom(layer, zoom)
+    layer = torch.where(layer < threshold, torch.zeros_like(layer), layer).clamp(0, 1)
+    layer = _ops.motion_blur(layer, int(radius), sigma, rng.uniform((), -135.0, -45.0))
+    layer = (torch.round(layer * 255) / 255)[..., :h, :w]
+    x = blend * x + (1 - blend) * torch.maximum(x, _ops.gray(x) * 1.5 + 0.5)
+    return x + layer + layer.flip(-1, -2)
+
+
+_FROST_FILES = ("frost1.png", "frost2.png", "frost3.png", "frost4.jpg", "frost5.jpg")
+
+
+@lru_cache(maxsize=8)
+def _frost_textures(scale: float) -> tuple[torch.Tensor, ...]:
+    """The five frost textures used by the originals (3×h×w floats, 0..255), resized by ``scale``."""
+    import importlib.resources
+
+    from PIL import Image
+
+    textures = []
+    folder = importlib.resources.files("imagecorruptions") / "frost"
+    for filename in _FROST_FILES:
+        with importlib.resources.as_file(folder / filename) as path, Image.open(path) as image:
+            rgb = torch.from_numpy(np.asarray(image.convert("RGB"), dtype=np.float32).copy())
+        texture = rgb.permute(2, 0, 1)
+        if scale != 1.0:  # cv2.resize(fx=fy=scale), bilinear without anti-aliasing
+            texture = F.interpolate(texture[None], scale_factor=scale, mode="bilinear", align_corners=False, recompute_scale_factor=False)[0]
+        textures.append(texture)
+    return tuple(textures)
+
+
+def _fitted_texture(texture: torch.Tensor, h: int, w: int) -> torch.Tensor:
+    """A texture at least h×w: enlarged (bicubic, ×1.1 margin) only if the image is larger."""
+    th, tw = texture.shape[-2:]
+    if th > h and tw > w:
+        return texture
+    factor = max(h / th, w / tw, 1.0) * 1.1
+    size = (math.ceil(th * factor), math.ceil(tw * factor))
+    return F.interpolate(texture[None], size=size, mode="bicubic", align_corners=False)[0]
+
+
+def frost(x, image_coef, frost_coef, texture_scale, *, rng):
+    h, w = x.shape[-2:]
+    textures = [_fitted_texture(t, h, w).to(x.device) for t in _frost_textures(float(texture_scale))]
+    choice = rng.integers(0, len(textures), ())
+    starts = rng.uniform((2,))  # crop position as a fraction of the free range
+    crops = []
+    for n, k in enumerate(choice.tolist()):
+        t = textures[k]
+        top = int(starts[n, 0].item() * (t.shape[-2] - h))
+        left = int(starts[n, 1].item() * (t.shape[-1] - w))
+        crops.append(t[:, top : top + h, left : left + w])
+    return image_coef * x + frost_coef * torch.stack(crops) / 255
+
+
+def fog(x, strength, wibble_decay, map_size, *, rng):
+    h, w = x.shape[-2:]
+    size = max(int(map_size), _ops.next_power_of_two(max(h, w)))
+    plasma = _ops.plasma_fractal(rng, size, wibble_decay)[:, None, :h, :w]
+    peak = x.amax(dim=(1, 2, 3), keepdim=True)
+    return (x + strength * plasma) * peak / (peak + strength)
+
+
+# --------------------------------------------------------------------------- digital
+
+
+def brightness(x, amount, *, rng=None):
+    return _ops.add_to_value(x, amount)
+
+
+def contrast(x, factor, *, rng=None):
+    means = x.mean(dim=(2, 3), keepdim=True)
+    return (x - means) * factor + means
+
+
+def saturate(x, factor, offset, *, rng=None):
+    return _ops.scale_saturation(x, factor, offset)
+
+
+def elastic_transform(x, alpha, sigma, affine, *, rng):
+    n, _, h, w = x.shape
+    # Random affine: three points around the centre jittered by U(-affine, affine), OpenCV-style
+    # (x, y) pairs built from (row, col) sizes as the original did; sampled with BORDER_REFLECT_101.
+    centre = torch.tensor([h // 2, w // 2], dtype=torch.float64)
+    half = min(h, w) // 3
+    anchors = torch.stack([centre + half, torch.stack([centre[0] + half, centre[1] - half]), centre - half])
+    jitter = rng.uniform((3, 2), -affine, affine).double().cpu()
+    moved = anchors + jitter
+    ones = torch.ones(n, 3, 1, dtype=torch.float64)
+    # dst -> src affine: solves [moved 1] · A = anchors for every image.
+    inverse = torch.linalg.solve(torch.cat([moved, ones], dim=2), anchors.expand(n, 3, 2))
+    gy, gx = torch.meshgrid(torch.arange(h, dtype=torch.float64), torch.arange(w, dtype=torch.float64), indexing="ij")
+    dst = torch.stack([gx, gy, torch.ones_like(gx)], dim=-1).reshape(1, h * w, 3)
+    src = (dst @ inverse).reshape(n, h, w, 2)
+    grid = torch.stack([2 * src[..., 0] / (w - 1) - 1, 2 * src[..., 1] / (h - 1) - 1], dim=-1)
+    x = F.grid_sample(x, grid.to(x.device, x.dtype), mode="bilinear", padding_mode="reflection", align_corners=True)
+    # Elastic stage: smoothed U(-1, 1) displacements × alpha, sampled with scipy's "reflect".
+    fields = _ops.gaussian_blur(rng.uniform((2, h, w), -1.0, 1.0), sigma, mode="reflect", truncate=3.0) * alpha
+    rows = torch.arange(h, device=x.device, dtype=x.dtype)[:, None] + fields[:, 1]
+    cols = torch.arange(w, device=x.device, dtype=x.dtype)[None, :] + fields[:, 0]
+    grid = torch.stack([(2 * cols + 1) / w - 1, (2 * rows + 1) / h - 1], dim=-1)
+    return F.grid_sample(x, grid, mode="bilinear", padding_mode="reflection", align_corners=False)
+
+
+def pixelate(x, factor, *, rng=None):
+    h, w = x.shape[-2:]
+    grey_levels = torch.round(x * 255)
+    small = _ops.pil_box_resize(grey_levels, int(h * factor), int(w * factor))
+    return _ops.pil_box_resize(small, h, w) / 255
+
+
+def jpeg_compression(x, quality, *, rng=None):
+    from robustbench_pp.corruptions.jpeg import jpeg_roundtrip
+
+    return jpeg_roundtrip(torch.round(x * 255).to(torch.uint8), quality=int(quality)).to(x.dtype) / 255
+
+
+# --------------------------------------------------------------------------- spatter
+
+
+def spatter(x, loc, scale, sigma, threshold, intensity, mode, *, rng):
+    h, w = x.shape[-2:]
+    liquid = _ops.gaussian_blur(rng.normal((1, h, w), mean=loc, std=scale), sigma)
+    liquid = torch.where(liquid < threshold, torch.zeros_like(liquid), liquid)
+    if int(mode) == 0:
+        water = x.new_tensor([175, 238, 238]).view(1, 3, 1, 1) / 255
+        return x + _water_mask(liquid, intensity) * water
+    mud = _ops.gaussian_blur((liquid > threshold).to(x.dtype), intensity)
+    mud = torch.where(mud < 0.8, torch.zeros_like(mud), mud)
+    brown = x.new_tensor([63, 42, 20]).view(1, 3, 1, 1) / 255
+    return x * (1 - mud) + brown * mud
+
+
+_EMBOSS = torch.tensor([[-2.0, -1.0, 0.0], [-1.0, 1.0, 1.0], [0.0, 1.0, 2.0]])
+
+
+def _water_mask(liquid, intensity):
+    """Water-drop shading: distance to the drop edges, equalised and embossed (OpenCV pipeline)."""
+    liquid8 = torch.floor(liquid.clamp(0, 1) * 255)
+    inside = liquid8 > 0
+    # Edges: drop pixels with a dry 4-neighbour (Canny's thin edge of a step, on the drop side).
+    dry = ~_ops.pad2d(inside.to(torch.float32), 1, "nearest").bool()
+    edge = inside & (dry[..., :-2, 1:-1] | dry[..., 2:, 1:-1] | dry[..., 1:-1, :-2] | dry[..., 1:-1, 2:])
+    dist = _edge_distance(edge, cap=20).clamp(max=20)
+    dist = torch.floor(_ops.box3(dist))
+    dist = _equalize_histogram(dist)
+    dist = torch.round(F.conv2d(_ops.pad2d(dist, 1, "mirror"), _EMBOSS.to(dist)[None, None])).clamp(0, 255)
+    dist = torch.round(_ops.box3(dist))
+    m = liquid8 * dist
+    m = m / m.amax(dim=(1, 2, 3), keepdim=True).clamp_min(1e-12)
+    return m * intensity
+
+
+def _edge_distance(edge, cap):
+    """Euclidean distance to the nearest edge pixel, exact up to ``cap`` (two 1-D min passes)."""
+    big = float(4 * cap * cap + 1)
+    sq = torch.where(edge, 0.0, big)
+    h, w = edge.shape[-2:]
+    col = torch.full_like(sq, big)
+    rows = F.pad(sq, (0, 0, cap, cap), value=big)
+    for k in range(-cap, cap + 1):
+        col = torch.minimum(col, rows[..., cap + k : cap + k + h, :] + k * k)
+    out = torch.full_like(sq, big)
+    cols = F.pad(col, (cap, cap, 0, 0), value=big)
+    for k in range(-cap, cap + 1):
+        out = torch.minimum(out, cols[..., :, cap + k : cap + k + w] + k * k)
+    return out.sqrt()
+
+
+def _equalize_histogram(levels):
+    """OpenCV's equalizeHist per image on integer levels 0..255 (N×1×H×W floats)."""
+    n = levels.shape[0]
+    flat = levels.reshape(n, -1).long()
+    hist = torch.zeros(n, 256, device=levels.device).scatter_add_(1, flat, torch.ones_like(flat, dtype=torch.float32))
+    first = (hist > 0).float().argmax(dim=1, keepdim=True)
+    total = flat.shape[1]
+    scale = 255.0 / (total - hist.gather(1, first)).clamp_min(1)
+    cumulative = hist.cumsum(dim=1) - hist.gather(1, first)
+    lut = torch.round(cumulative * scale).clamp(0, 255)
+    lut = torch.where(torch.arange(256, device=levels.device)[None] <= first, torch.zeros_like(lut), lut)
+    return lut.gather(1, flat).reshape(levels.shape)
+
+
+KERNELS = {
+    "gaussian_noise": gaussian_noise,
+    "shot_noise": shot_noise,
+    "impulse_noise": impulse_noise,
+    "defocus_blur": defocus_blur,
+    "glass_blur": glass_blur,
+    "motion_blur": motion_blur,
+    "zoom_blur": zoom_blur,
+    "snow": snow,
+    "frost": frost,
+    "fog": fog,
+    "brightness": brightness,
+    "contrast": contrast,
+    "elastic_transform": elastic_transform,
+    "pixelate": pixelate,
+    "jpeg_compression": jpeg_compression,
+    "speckle_noise": speckle_noise,
+    "gaussian_blur": gaussian_blur,
+    "spatter": spatter,
+    "saturate": saturate,
+}

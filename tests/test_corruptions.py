@@ -1,0 +1,124 @@
+"""Corruption engine: API contract, validation, determinism and shard invariance."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from robustbench_pp.corruptions import PRESETS, corrupt, corruption_parameters, jpeg_roundtrip
+from robustbench_pp.names import ALL_CORRUPTIONS, SEVERITIES
+
+
+def _photo_batch(n: int, size: int) -> np.ndarray:
+    """Small crops of a real photograph (varied positions), uint8 N×size×size×3."""
+    from skimage import data
+
+    photo = data.astronaut()
+    step = (photo.shape[0] - size) // max(n, 1)
+    return np.stack([photo[i * step : i * step + size, i * step : i * step + size] for i in range(n)])
+
+
+@pytest.mark.parametrize("preset", PRESETS)
+@pytest.mark.parametrize("name", ALL_CORRUPTIONS)
+def test_every_corruption_and_severity_runs_on_numpy_and_torch(name, preset):
+    images = _photo_batch(2, 32)
+    for severity in SEVERITIES:
+        out = corrupt(images, name, severity, preset=preset, seed=3)
+        assert isinstance(out, np.ndarray) and out.dtype == np.uint8 and out.shape == images.shape
+        tensor = torch.from_numpy(images).permute(0, 3, 1, 2).contiguous()
+        out_t = corrupt(tensor, name, severity, preset=preset, seed=3)
+        assert isinstance(out_t, torch.Tensor) and out_t.dtype == torch.uint8 and out_t.shape == tensor.shape
+        # Same seed and indices: the numpy and torch paths give the same bytes.
+        np.testing.assert_array_equal(out_t.permute(0, 2, 3, 1).numpy(), out)
+
+
+@pytest.mark.parametrize("name", ALL_CORRUPTIONS)
+def test_shards_and_batch_sizes_give_identical_bytes(name):
+    images = _photo_batch(5, 48)
+    whole = corrupt(images, name, 3, preset="imagenet", seed=7)
+    parts = [corrupt(images[i : i + 2], name, 3, preset="imagenet", seed=7, index_offset=i) for i in range(0, 5, 2)]
+    np.testing.assert_array_equal(np.concatenate(parts), whole)
+    single = corrupt(images[3:4], name, 3, preset="imagenet", seed=7, index_offset=3)
+    np.testing.assert_array_equal(single[0], whole[3])
+
+
+@pytest.mark.parametrize("name", ["gaussian_noise", "glass_blur", "fog", "frost", "motion_blur", "elastic_transform", "spatter"])
+def test_seed_and_index_change_random_corruptions(name):
+    images = np.repeat(_photo_batch(1, 48), 2, axis=0)
+    out = corrupt(images, name, 4, seed=0)
+    assert not np.array_equal(out[0], out[1]), "two indices must draw different randomness"
+    assert not np.array_equal(corrupt(images, name, 4, seed=1), out), "the seed must matter"
+    np.testing.assert_array_equal(corrupt(images, name, 4, seed=0), out)
+
+
+def test_deterministic_corruptions_do_not_depend_on_the_seed():
+    images = _photo_batch(2, 32)
+    for name in ("brightness", "contrast", "defocus_blur", "zoom_blur", "pixelate", "jpeg_compression", "gaussian_blur", "saturate"):
+        np.testing.assert_array_equal(corrupt(images, name, 2, seed=0), corrupt(images, name, 2, seed=99))
+
+
+@pytest.mark.parametrize(
+    "kwargs, message",
+    [
+        (dict(name="gausian_noise", severity=1), "Did you mean 'gaussian_noise'"),
+        (dict(name="fog", severity=0), "1..5"),
+        (dict(name="fog", severity=6), "1..5"),
+        (dict(name="fog", severity=2.0), "integer"),
+        (dict(name="fog", severity=1, preset="mnist"), "cifar, imagenet"),
+        (dict(name="fog", severity=1, backend="opencv"), "torch, imagecorruptions"),
+        (dict(name="fog", severity=1, preset="cifar", backend="imagecorruptions"), "no reference implementation"),
+    ],
+)
+def test_bad_arguments_raise_value_errors_saying_what_is_accepted(kwargs, message):
+    with pytest.raises(ValueError, match=message):
+        corrupt(_photo_batch(1, 32), **kwargs)
+
+
+@pytest.mark.parametrize(
+    "images",
+    [
+        np.zeros((2, 32, 32, 3), np.float32),
+        np.zeros((32, 32, 3), np.uint8),
+        np.zeros((2, 3, 32, 32), np.uint8),
+        torch.zeros(2, 32, 32, 3, dtype=torch.uint8),
+        torch.zeros(2, 3, 32, 32, dtype=torch.float32),
+        np.zeros((2, 8, 8, 3), np.uint8),
+        [[0]],
+    ],
+)
+def test_wrong_dtype_or_shape_is_rejected(images):
+    with pytest.raises(ValueError):
+        corrupt(images, "contrast", 1)
+
+
+def test_empty_batch_returns_an_empty_batch():
+    out = corrupt(np.zeros((0, 32, 32, 3), np.uint8), "fog", 1)
+    assert out.shape == (0, 32, 32, 3)
+
+
+def test_corruption_parameters_are_the_spec_rows():
+    assert corruption_parameters("gaussian_noise", "cifar") == ((0.04,), (0.06,), (0.08,), (0.09,), (0.10,))
+    assert corruption_parameters("glass_blur", "imagenet", 5) == (1.5, 4, 2)
+    assert corruption_parameters("elastic_transform", "imagenet", 1) == pytest.approx((488, 170.8, 24.4))
+    assert corruption_parameters("jpeg_compression", "cifar", 5) == (40,)
+    with pytest.raises(ValueError, match="unknown corruption"):
+        corruption_parameters("rain")
+
+
+def test_jpeg_roundtrip_matches_pillow_and_keeps_types():
+    import io
+
+    from PIL import Image
+
+    images = _photo_batch(2, 64)
+    out = jpeg_roundtrip(images, quality=85)
+    assert out.shape == images.shape and out.dtype == np.uint8
+    buffer = io.BytesIO()
+    Image.fromarray(images[0]).save(buffer, "JPEG", quality=85)
+    pillow = np.asarray(Image.open(buffer))
+    assert np.abs(out[0].astype(int) - pillow).mean() < 0.5
+    tensor = torch.from_numpy(images).permute(0, 3, 1, 2)
+    np.testing.assert_array_equal(jpeg_roundtrip(tensor).permute(0, 2, 3, 1).numpy(), out)
+    with pytest.raises(ValueError, match="quality"):
+        jpeg_roundtrip(images, quality=0)

@@ -1,1 +1,45 @@
-"""Datasets: clean sources, released corrupted sets, generation and on-the-fly corruption."""
+"""Datasets: clean sources, released corrupted sets, generation and on-the-fly corruption.
+
+Public API::
+
+    spec = get_dataset("cifar10-c")            # DatasetSpec (frozen)
+    data = open_benchmark("cifar10-c")         # released / generated files, or on_the_fly=True
+    for images, labels in data.batches("fog", 3, batch_size=256, device="cuda", pin_memory=True):
+        logits = model(normalize(images, spec.mean, spec.std))
+    generate("fashion-mnist-c", out="corruptions/")
+"""
+
+from robustbench_pp.datasets.benchmark import (
+    MODES,
+    BenchmarkData,
+    DataNotFoundError,
+    normalize,
+    open_benchmark,
+)
+from robustbench_pp.datasets.clean import CleanSource, download_source, open_clean_source
+from robustbench_pp.datasets.generate import GenerationReport, balanced_subset, generate
+from robustbench_pp.datasets.manifest import ManifestError
+from robustbench_pp.datasets.released import LayoutError, verify_release_checksums
+from robustbench_pp.datasets.sources import SourceError
+from robustbench_pp.datasets.specs import DatasetSpec, get_dataset, list_datasets
+
+__all__ = [
+    "MODES",
+    "BenchmarkData",
+    "CleanSource",
+    "DataNotFoundError",
+    "DatasetSpec",
+    "GenerationReport",
+    "LayoutError",
+    "ManifestError",
+    "SourceError",
+    "balanced_subset",
+    "download_source",
+    "generate",
+    "get_dataset",
+    "list_datasets",
+    "normalize",
+    "open_benchmark",
+    "open_clean_source",
+    "verify_release_checksums",
+]

@@ -164,3 +164,145 @@ def load_cifar(root: str | os.PathLike, split: str = "test", num_classes: int = 
         except (KeyError, ValueError) as exc:
             raise SourceError(f"malformed CIFAR batch {base / name}: {exc}") from exc
     return np.ascontiguousarray(np.concatenate(images)), np.concatenate(labels)
+
+
+# --------------------------------------------------------------------------------------------
+# ImageNet validation set: a folder per wnid, or the flat folder plus a ground-truth mapping.
+
+_WNID_LENGTH = 9
+_JPEG_SUFFIXES = {".jpeg", ".jpg", ".png"}
+
+
+def is_wnid(name: str) -> bool:
+    """True for an ImageNet synset id such as ``n01440764``."""
+    return len(name) == _WNID_LENGTH and name[0] == "n" and name[1:].isdigit()
+
+
+def _image_files(folder: Path) -> list[str]:
+    return sorted(
+        entry.name
+        for entry in os.scandir(folder)
+        if entry.is_file() and os.path.splitext(entry.name)[1].lower() in _JPEG_SUFFIXES
+    )
+
+
+def read_val_ground_truth(path: str | os.PathLike) -> dict[str, str]:
+    """Read a flat-validation ground-truth file into ``{file name: wnid}``.
+
+    Accepted formats:
+
+    - Kaggle's ``LOC_val_solution.csv`` (``ImageId,PredictionString``; the first token of
+      the prediction string is the wnid);
+    - a text file of ``<file name> <wnid>`` lines;
+    - the ILSVRC2012 devkit folder (``ILSVRC2012_devkit_t12``: ``data/meta.mat`` maps the
+      1-based ILSVRC ids of ``data/ILSVRC2012_validation_ground_truth.txt`` to wnids).
+
+    Raises:
+        SourceError: when the file is missing or a line cannot be parsed.
+    """
+    path = Path(path)
+    if path.is_dir():
+        return _read_devkit_ground_truth(path)
+    if not path.is_file():
+        raise SourceError(f"ImageNet validation ground-truth file not found: {path}")
+    mapping: dict[str, str] = {}
+    with open(path, encoding="utf-8") as handle:
+        for number, line in enumerate(handle, start=1):
+            line = line.strip()
+            if not line or line.startswith("ImageId"):
+                continue
+            parts = line.replace(",", " ").split()
+            if len(parts) < 2 or not is_wnid(parts[1]):
+                raise SourceError(f"{path}:{number}: expected '<file> <wnid>', got {line[:80]!r}")
+            stem = parts[0]
+            name = stem if os.path.splitext(stem)[1] else f"{stem}.JPEG"
+            mapping[name] = parts[1]
+    return mapping
+
+
+def _read_devkit_ground_truth(devkit: Path) -> dict[str, str]:
+    meta, truth = devkit / "data" / "meta.mat", devkit / "data" / "ILSVRC2012_validation_ground_truth.txt"
+    for needed in (meta, truth):
+        if not needed.is_file():
+            raise SourceError(f"ILSVRC2012 devkit file not found: {needed}")
+    import scipy.io  # imported here: only the devkit path needs it
+
+    synsets = scipy.io.loadmat(str(meta), squeeze_me=True)["synsets"]
+    id_to_wnid = {int(row["ILSVRC2012_ID"]): str(row["WNID"]) for row in synsets if int(row["num_children"]) == 0}
+    mapping = {}
+    with open(truth, encoding="utf-8") as handle:
+        for number, line in enumerate(handle, start=1):
+            try:
+                mapping[f"ILSVRC2012_val_{number:08d}.JPEG"] = id_to_wnid[int(line)]
+            except (KeyError, ValueError):
+                raise SourceError(f"{truth}:{number}: bad ILSVRC2012 id {line.strip()!r}") from None
+    return mapping
+
+
+_GROUND_TRUTH_CANDIDATES = ("LOC_val_solution.csv", "val_ground_truth.txt", "ILSVRC2012_devkit_t12")
+
+
+def list_imagenet_val(root: str | os.PathLike, wnids=None, ground_truth=None):
+    """List the ImageNet validation images in canonical order, sorted by (wnid, file name).
+
+    Args:
+        root: a folder with one sub-folder per wnid, or the flat validation folder.
+        wnids: keep only these classes (ImageNet-100/200); None keeps every wnid found.
+        ground_truth: for a flat folder, a mapping file accepted by
+            :func:`read_val_ground_truth`; by default one of ``LOC_val_solution.csv``,
+            ``val_ground_truth.txt`` or ``ILSVRC2012_devkit_t12`` is looked up in ``root``
+            and its parent.
+
+    Returns:
+        ``(paths, image_wnids)``: two lists of equal length.
+
+    Raises:
+        SourceError: missing folder, missing ground truth, or requested wnids absent.
+    """
+    root = Path(root)
+    if not root.is_dir():
+        raise SourceError(
+            f"ImageNet validation folder {root} not found; pass --source DIR or set IMAGENET_VAL_ROOT "
+            "(a folder per wnid, or the flat val folder with LOC_val_solution.csv / the devkit)"
+        )
+    class_dirs = sorted(entry.name for entry in os.scandir(root) if entry.is_dir() and is_wnid(entry.name))
+    wanted = None if wnids is None else set(wnids)
+    paths: list[Path] = []
+    image_wnids: list[str] = []
+    if class_dirs:
+        for wnid in class_dirs:
+            if wanted is not None and wnid not in wanted:
+                continue
+            for name in _image_files(root / wnid):
+                paths.append(root / wnid / name)
+                image_wnids.append(wnid)
+        found = set(image_wnids)
+    else:
+        if ground_truth is None:
+            for folder in (root, root.parent):
+                hits = [folder / c for c in _GROUND_TRUTH_CANDIDATES if (folder / c).exists()]
+                if hits:
+                    ground_truth = hits[0]
+                    break
+        if ground_truth is None:
+            raise SourceError(
+                f"{root} has no wnid sub-folders and no ground truth ({', '.join(_GROUND_TRUTH_CANDIDATES)}) "
+                "next to it; pass the mapping file explicitly"
+            )
+        mapping = read_val_ground_truth(ground_truth)
+        pairs = sorted((mapping[name], name) for name in _image_files(root) if name in mapping)
+        if not pairs:
+            raise SourceError(f"no image of {root} is listed in the ground truth {ground_truth}")
+        for wnid, name in pairs:
+            if wanted is None or wnid in wanted:
+                paths.append(root / name)
+                image_wnids.append(wnid)
+        found = set(image_wnids)
+    if wanted is not None and found != wanted:
+        missing = sorted(wanted - found)
+        raise SourceError(
+            f"{root} lacks {len(missing)} of the {len(wanted)} requested classes (first: {', '.join(missing[:3])})"
+        )
+    if not paths:
+        raise SourceError(f"no images found in {root}")
+    return paths, image_wnids

@@ -1,0 +1,125 @@
+"""``manifest.json`` of a generated corrupted set, file hashing and atomic writes.
+
+The manifest is the only thing that declares a generated file complete: a file is written
+under a temporary name, renamed into place, and only then recorded (with its sha256 and
+size) in the manifest, itself replaced atomically. A file on disk that the manifest does
+not list, or lists with another size, is an interrupted write and is never trusted.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import tempfile
+from pathlib import Path
+
+MANIFEST_NAME = "manifest.json"
+MANIFEST_FORMAT = "robustbench_pp/corrupted-set"
+MANIFEST_VERSION = 1
+
+_CHUNK = 8 << 20
+_CACHE_FILE = Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "robustbench_pp" / "sha256-cache.json"
+
+
+class ManifestError(ValueError):
+    """A manifest is missing, malformed or disagrees with the files; the message names the file."""
+
+
+def file_digest(path: str | os.PathLike, algorithm: str = "sha256") -> str:
+    """Hex digest of a file's bytes, read in 8 MiB chunks (bounded memory)."""
+    digest = hashlib.new(algorithm)
+    with open(path, "rb") as handle:
+        while chunk := handle.read(_CHUNK):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def cached_sha256(path: str | os.PathLike) -> str:
+    """sha256 of a large file, cached per (absolute path, size, mtime) under ~/.cache.
+
+    Released sets are read-only and re-hashing 19 files of 150-600 MB on every evaluation
+    would dominate small runs; a changed size or mtime invalidates the entry.
+    """
+    path = Path(path).resolve()
+    stat = path.stat()
+    key = str(path)
+    try:
+        cache = json.loads(_CACHE_FILE.read_text())
+    except (OSError, ValueError):
+        cache = {}
+    entry = cache.get(key)
+    if entry and entry.get("size") == stat.st_size and entry.get("mtime_ns") == stat.st_mtime_ns:
+        return entry["sha256"]
+    value = file_digest(path)
+    cache[key] = {"size": stat.st_size, "mtime_ns": stat.st_mtime_ns, "sha256": value}
+    try:
+        atomic_write_text(_CACHE_FILE, json.dumps(cache, indent=0, sort_keys=True))
+    except OSError:  # a read-only home only costs the cache
+        pass
+    return value
+
+
+def atomic_write_text(path: str | os.PathLike, text: str) -> None:
+    """Write ``text`` to ``path`` via a temporary file in the same folder and ``os.replace``."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        umask = os.umask(0)
+        os.umask(umask)
+        os.fchmod(fd, 0o666 & ~umask)  # mkstemp creates 0600; give the file the usual permissions
+        with os.fdopen(fd, "w", encoding="utf-8") as handle:
+            handle.write(text)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def read_manifest(folder: str | os.PathLike) -> dict | None:
+    """The manifest of a generated set, or None when the folder has none (a released set).
+
+    Raises:
+        ManifestError: the manifest exists but is not valid JSON of our format.
+    """
+    path = Path(folder) / MANIFEST_NAME
+    if not path.exists():
+        return None
+    try:
+        manifest = json.loads(path.read_text(encoding="utf-8"))
+    except ValueError as exc:
+        raise ManifestError(f"{path} is not valid JSON ({exc}); delete it to regenerate the set") from exc
+    if manifest.get("format") != MANIFEST_FORMAT or not isinstance(manifest.get("files"), dict):
+        raise ManifestError(f"{path} is not a robustbench_pp manifest (format {manifest.get('format')!r})")
+    return manifest
+
+
+def write_manifest(folder: str | os.PathLike, manifest: dict) -> None:
+    """Replace the manifest of ``folder`` atomically."""
+    atomic_write_text(Path(folder) / MANIFEST_NAME, json.dumps(manifest, indent=1, sort_keys=True) + "\n")
+
+
+def entry_is_complete(folder: Path, relpath: str, entry: dict) -> bool:
+    """True when the file recorded at ``relpath`` exists with the recorded size."""
+    path = folder / relpath
+    return path.is_file() and path.stat().st_size == entry.get("bytes")
+
+
+def verify_entry(folder: Path, relpath: str, entry: dict) -> None:
+    """Check one manifest entry's size and sha256 against the file.
+
+    Raises:
+        ManifestError: naming the file, when it is missing, truncated or altered.
+    """
+    path = folder / relpath
+    if not path.is_file():
+        raise ManifestError(f"{path} is listed in {folder / MANIFEST_NAME} but missing")
+    size = path.stat().st_size
+    if size != entry["bytes"]:
+        raise ManifestError(f"{path} has {size} bytes, the manifest records {entry['bytes']} (truncated or altered)")
+    actual = file_digest(path)
+    if actual != entry["sha256"]:
+        raise ManifestError(f"{path}: sha256 {actual[:16]}... differs from the manifest's {entry['sha256'][:16]}...")

@@ -1,0 +1,99 @@
+"""Builders of small real-format fixtures shared by the dataset and generation tests (no tests here).
+
+Every fixture is written in the on-disk format the real data uses: a torchvision CIFAR pickle
+folder, a CIFAR-10-C style npy set, an ImageNet-style folder of JPEGs.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import pickle
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from robustbench_pp.datasets import get_dataset
+from robustbench_pp.datasets.sources import fashion_mnist_root, load_fashion_mnist
+
+WNIDS = ("n01440764", "n01443537", "n01484850")
+
+
+def fashion_mnist_available() -> bool:
+    root = fashion_mnist_root()
+    return (root / "t10k-images-idx3-ubyte.gz").exists() or (root / "t10k-images-idx3-ubyte").exists()
+
+
+needs_fashion_mnist = pytest.mark.skipif(
+    not fashion_mnist_available(), reason="Fashion-MNIST idx files not installed (apt-get install dataset-fashion-mnist)"
+)
+
+
+def fashion_images(count: int = 300):
+    """The first ``count`` Fashion-MNIST test images as 32×32 RGB (real photographs of clothes)."""
+    images, labels = load_fashion_mnist(split="test")
+    return images[:count].copy(), labels[:count].copy()
+
+
+def write_cifar_folder(root: Path, images: np.ndarray, labels: np.ndarray) -> Path:
+    """Write torchvision's ``cifar-10-batches-py/test_batch`` pickle for the given images."""
+    folder = root / "cifar-10-batches-py"
+    folder.mkdir(parents=True)
+    entry = {"data": images.transpose(0, 3, 1, 2).reshape(len(images), -1), "labels": [int(x) for x in labels],
+             "batch_label": "testing batch 1 of 1", "filenames": [f"img_{i}.png" for i in range(len(images))]}
+    with open(folder / "test_batch", "wb") as handle:
+        pickle.dump(entry, handle)
+    return root
+
+
+def tiny_cifar_spec(count: int):
+    """cifar10-c reduced to ``count`` test images (the fixture's size)."""
+    return dataclasses.replace(get_dataset("cifar10-c"), num_images=count)
+
+
+def released_block(images: np.ndarray, corruption_index: int, severity: int) -> np.ndarray:
+    """A recognisable stand-in for a corrupted block: every (corruption, severity) differs."""
+    return (images.astype(np.int32) + 7 * corruption_index + 31 * severity).astype(np.uint8)
+
+
+def write_released_npy(folder: Path, images: np.ndarray, labels: np.ndarray, corruptions) -> Path:
+    """A CIFAR-10-C style folder: ``<corruption>.npy`` of 5 severity blocks and ``labels.npy``."""
+    folder.mkdir(parents=True, exist_ok=True)
+    for index, name in enumerate(corruptions):
+        np.save(folder / f"{name}.npy", np.concatenate([released_block(images, index, s) for s in range(1, 6)]))
+    np.save(folder / "labels.npy", np.tile(labels, 5).astype(np.uint8))  # the release stores small ints
+    return folder
+
+
+def photo_crops(count: int) -> list[np.ndarray]:
+    """``count`` distinct textured photographs (scikit-image samples), cropped to varied non-square sizes."""
+    from skimage import data
+
+    photos = [data.astronaut(), data.coffee(), data.chelsea(), data.rocket()]
+    out = []
+    for i in range(count):
+        photo = photos[i % len(photos)]
+        top, left = 11 * i, 17 * i
+        height, width = 260 + 9 * i, 300 - 7 * i
+        out.append(np.ascontiguousarray(photo[top : top + height, left : left + width]))
+    return out
+
+
+def write_imagenet_folder(root: Path, per_class: int = 2) -> Path:
+    """An ImageNet-style validation folder: ``<wnid>/ILSVRC2012_val_XXXXXXXX.JPEG``."""
+    from PIL import Image
+
+    crops = photo_crops(len(WNIDS) * per_class)
+    number = 1
+    for c, wnid in enumerate(WNIDS):
+        (root / wnid).mkdir(parents=True)
+        for k in range(per_class):
+            Image.fromarray(crops[c * per_class + k]).save(root / wnid / f"ILSVRC2012_val_{number:08d}.JPEG",
+                                                           quality=95)
+            number += 1
+    return root
+
+
+def tiny_imagenet_spec(per_class: int = 2):
+    """imagenet-c reduced to the fixture's 3 classes."""
+    return dataclasses.replace(get_dataset("imagenet-c"), num_classes=len(WNIDS), num_images=len(WNIDS) * per_class)

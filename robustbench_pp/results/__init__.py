@@ -13,7 +13,10 @@ from robustbench_pp.results.schema import (
     SCHEMA_VERSION,
     CellRecord,
     RecordError,
+    encode_correct_mask,
 )
+from robustbench_pp.results import provenance
+from robustbench_pp.results.merge import MergeError, merge_shards
 from robustbench_pp.results.store import (
     ResultsFileError,
     TornLineWarning,
@@ -51,6 +54,10 @@ __all__ = [
     "append_records",
     "completed_cells",
     "describe_mismatch",
+    "encode_correct_mask",
+    "merge_shards",
+    "MergeError",
+    "provenance",
     "is_imagenet_c",
     "load_results",
     "read_records",

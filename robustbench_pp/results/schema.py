@@ -7,6 +7,7 @@ refused with a clear message instead of being misread.
 
 from __future__ import annotations
 
+import base64
 import math
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -99,6 +100,15 @@ class CellRecord:
     def top5_error(self) -> float | None:
         return None if self.n_correct_top5 is None else 1.0 - self.n_correct_top5 / self.n_total
 
+    def correct_mask(self):
+        """Per-image top-1 correctness (numpy bool array) when the record keeps it, else None."""
+        import numpy as np
+
+        bits = self.extra.get("correct_bits")
+        if bits is None:
+            return None
+        return np.unpackbits(np.frombuffer(base64.b64decode(bits), dtype=np.uint8), count=self.n_total).astype(bool)
+
     @property
     def ece(self) -> float | None:
         """Expected calibration error from the stored bins (None when not computed)."""
@@ -151,6 +161,16 @@ class CellRecord:
             return cls(**kwargs)
         except TypeError as exc:
             raise RecordError(str(exc)) from None
+
+
+def encode_correct_mask(correct) -> str:
+    """Pack per-image correctness into bits, base64 (the ``extra["correct_bits"]`` field).
+
+    Kept in records so that run-level bootstrap intervals and shard merges are exact.
+    """
+    import numpy as np
+
+    return base64.b64encode(np.packbits(np.asarray(correct, dtype=bool)).tobytes()).decode("ascii")
 
 
 def _is_int(value) -> bool:

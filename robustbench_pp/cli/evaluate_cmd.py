@@ -1,0 +1,157 @@
+"""``rbpp evaluate`` and ``rbpp merge``: thin wrappers over robustbench_pp.evaluate / results."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import click
+
+from robustbench_pp.cli.metrics_cmd import print_summary
+
+
+def _split_list(value: str | None, cast=str):
+    if value in (None, "", "all"):
+        return None
+    try:
+        return tuple(cast(part.strip()) for part in value.split(",") if part.strip())
+    except ValueError:
+        raise click.BadParameter(f"expected a comma-separated list, got {value!r}") from None
+
+
+def _progress_factory(enabled: bool):
+    if not enabled:
+        return None
+    from tqdm.auto import tqdm
+
+    def make(total: int, description: str):
+        whole_run = description == "all cells"
+        bar = tqdm(total=total, desc=f"{description:<18}", unit="img", leave=whole_run, position=0 if whole_run else 1,
+                   dynamic_ncols=True, unit_scale=True)
+
+        def update(n: int) -> None:
+            bar.update(n)
+            if bar.n >= bar.total:
+                bar.close()
+
+        return update
+
+    return make
+
+
+@click.command()
+@click.option("--model", default=None, help="Registered model name (optional when the checkpoint has a card).")
+@click.option("--checkpoint", type=click.Path(dir_okay=False), default=None,
+              help="Weights: project checkpoint, plain/torchvision state_dict or PushPull-Net Lightning file.")
+@click.option("--dataset", required=True, help="Dataset spec name, e.g. fashion-mnist-c, cifar10-c, imagenet-c.")
+@click.option("--data-root", type=click.Path(file_okay=False), default=None, help="Folder of the corrupted files.")
+@click.option("--source-root", type=click.Path(file_okay=False), default=None, help="Folder of the clean source.")
+@click.option("--on-the-fly", is_flag=True, help="Corrupt the clean images in memory instead of reading files.")
+@click.option("--jpeg-roundtrip", is_flag=True, help="On the fly: add the released sets' JPEG (q85) step.")
+@click.option("--corruptions", default=None, help="Comma-separated corruption names (default: all available).")
+@click.option("--severities", default=None, help="Comma-separated severities (default: 1,2,3,4,5).")
+@click.option("--limit", type=int, default=None, help="Evaluate a fixed, class-balanced, seeded subset of N images.")
+@click.option("--subset-seed", type=int, default=0, show_default=True, help="Seed of the subset and bootstrap.")
+@click.option("--seed", type=int, default=0, show_default=True, help="Corruption seed (on the fly).")
+@click.option("--batch-size", default="256", show_default=True, help="Images per batch, or 'auto' on a GPU.")
+@click.option("--device", default="auto", show_default=True, help="auto (CUDA when present), cpu, cuda, cuda:N.")
+@click.option("--precision", type=click.Choice(["fp32", "bf16", "fp16"]), default="fp32", show_default=True)
+@click.option("--compile", "compile_model", is_flag=True, help="torch.compile the model first.")
+@click.option("--workers", type=int, default=None, help="Data loader processes (default: loader decides).")
+@click.option("--allow-mismatch", is_flag=True, help="Resize inputs whose size differs from the model card's.")
+@click.option("--num-classes", type=int, default=None, help="Plain state_dicts without a card only.")
+@click.option("--stem", type=click.Choice(["cifar", "imagenet"]), default=None, help="Plain state_dicts only.")
+@click.option("--width", type=int, default=None, help="Plain state_dicts only: base channel width.")
+@click.option("--out", type=click.Path(dir_okay=False), default=None,
+              help="Results file (default results/<model>__<dataset>[.shard-i-of-n].jsonl).")
+@click.option("--resume", is_flag=True, help="Skip cells already in --out from the same run.")
+@click.option("--distributed", is_flag=True, help="Join a torchrun process group (automatic under torchrun).")
+@click.option("--shard", default=None, help="Evaluate only shard i/n of the images (job arrays; see rbpp merge).")
+@click.option("--reference", "reference_choice", default=None, metavar="alexnet|FILE",
+              help="Normaliser for mCE in the summary.")
+@click.option("--baseline", type=click.Path(dir_okay=False), default=None, help="Results file for R_net.")
+@click.option("--quiet", is_flag=True, help="No progress bars.")
+def evaluate(**options) -> None:
+    """Evaluate a model on the clean cell and every (corruption, severity) cell of a dataset."""
+    import warnings
+
+    from robustbench_pp.evaluate import EvalSettings, EvaluationError, parse_shard, run_evaluation
+    from robustbench_pp.evaluate.distributed import init_process_group, shutdown, wants_distributed
+    from robustbench_pp.evaluate.engine import resolve_device
+    from robustbench_pp.results.provenance import command_line
+
+    batch_size = options["batch_size"]
+    if batch_size != "auto":
+        try:
+            batch_size = int(batch_size)
+        except ValueError:
+            raise click.BadParameter("must be a positive integer or 'auto'", param_hint="--batch-size") from None
+    try:
+        shard = parse_shard(options["shard"])
+    except ValueError as exc:
+        raise click.BadParameter(str(exc), param_hint="--shard") from None
+    if options["on_the_fly"] and options["data_root"]:
+        raise click.UsageError("--data-root and --on-the-fly exclude each other")
+    settings = EvalSettings(
+        dataset=options["dataset"], model=options["model"], checkpoint=options["checkpoint"],
+        num_classes=options["num_classes"], stem=options["stem"], width=options["width"],
+        data_root=options["data_root"], source_root=options["source_root"], on_the_fly=options["on_the_fly"],
+        jpeg_roundtrip=options["jpeg_roundtrip"], corruptions=_split_list(options["corruptions"]),
+        severities=_split_list(options["severities"], int), limit=options["limit"],
+        subset_seed=options["subset_seed"], seed=options["seed"], batch_size=batch_size, device=options["device"],
+        precision=options["precision"], compile=options["compile_model"], allow_mismatch=options["allow_mismatch"],
+        num_workers=options["workers"], command=command_line(),
+    )
+    if settings.checkpoint is None and settings.model is None:
+        raise click.UsageError("give --checkpoint (and --model for plain state_dicts)")
+    partition = None
+    try:
+        if wants_distributed(options["distributed"]):
+            partition = init_process_group(resolve_device(settings.device))
+        from robustbench_pp.evaluate import Partition
+
+        partition = partition or Partition()
+        out = options["out"]
+        if out is None:
+            name = settings.model or Path(settings.checkpoint).stem
+            suffix = "" if shard.world == 1 else f".shard-{shard.rank}-of-{shard.world}"
+            out = Path("results") / f"{name}__{settings.dataset}{suffix}.jsonl"
+        with warnings.catch_warnings():
+            warnings.simplefilter("always")
+            run = run_evaluation(settings, out=out, resume=options["resume"], partition=partition, shard=shard,
+                                 progress=_progress_factory(partition.is_writer and not options["quiet"]))
+    except EvaluationError as exc:
+        raise click.ClickException(str(exc)) from None
+    finally:
+        shutdown()
+    if not partition.is_writer:
+        return
+    click.echo(f"wrote {len(run.written)} cell(s) to {out} ({run.images} images in {run.seconds:.1f} s"
+               + (f", {run.images / run.seconds:.0f} images/s" if run.seconds > 0 else "") + ")"
+               + (f"; {len(run.skipped)} cell(s) already done" if run.skipped else ""))
+    if shard.world > 1:
+        click.echo(f"shard {shard.rank}/{shard.world}: combine the shard files with `rbpp merge`")
+        return
+    print_summary(str(out), options["reference_choice"], options["baseline"], allow_incomplete=True)
+
+
+@click.command()
+@click.argument("shard_files", nargs=-1, required=True, type=click.Path(dir_okay=False))
+@click.option("--out", type=click.Path(dir_okay=False), required=True, help="The merged results file.")
+def merge(shard_files: tuple[str, ...], out: str) -> None:
+    """Combine the results files of `rbpp evaluate --shard i/n` jobs into one run."""
+    from robustbench_pp import results
+
+    if Path(out).exists():
+        raise click.ClickException(f"{out} already exists; choose another --out (nothing was written)")
+    try:
+        shards = {name: results.read_records(name) for name in shard_files}
+        merged = results.merge_shards(shards)
+    except (results.ResultsFileError, results.MergeError) as exc:
+        raise click.ClickException(str(exc)) from None
+    results.write_records(out, merged)
+    click.echo(f"merged {len(shard_files)} shard file(s) into {out}: {len(merged)} cell(s)")
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(evaluate())

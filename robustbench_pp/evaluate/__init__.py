@@ -1,0 +1,23 @@
+"""Evaluation: plan of cells, the engine (counts and timings; writes nothing), scale-out.
+
+Records are written through :mod:`robustbench_pp.results` by :func:`run_evaluation`.
+"""
+
+from robustbench_pp.evaluate.distributed import Partition, parse_shard
+from robustbench_pp.evaluate.engine import CellOutcome, Forward, evaluate_cell, resolve_device
+from robustbench_pp.evaluate.runner import EvalSettings, EvaluationError, RunResult, audit_input, plan_cells, run_evaluation
+
+__all__ = [
+    "CellOutcome",
+    "EvalSettings",
+    "EvaluationError",
+    "Forward",
+    "Partition",
+    "RunResult",
+    "audit_input",
+    "evaluate_cell",
+    "parse_shard",
+    "plan_cells",
+    "resolve_device",
+    "run_evaluation",
+]

@@ -1,0 +1,140 @@
+"""``rbpp report`` (static HTML leaderboard) and ``rbpp check`` (CI regression gate)."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import click
+
+
+def _result_files(paths: tuple[str, ...]) -> list[Path]:
+    files: list[Path] = []
+    for raw in paths:
+        path = Path(raw)
+        if path.is_dir():
+            found = sorted(path.glob("*.jsonl"))
+            if not found:
+                raise click.ClickException(f"{path}: folder holds no *.jsonl results files")
+            files.extend(found)
+        elif path.exists():
+            files.append(path)
+        else:
+            raise click.ClickException(f"results file not found: {path}")
+    return files
+
+
+def _references(choices: tuple[str, ...], datasets: set[str]) -> dict:
+    """dataset -> Reference (or None) from the --reference options, AlexNet by default on ImageNet-C."""
+    from robustbench_pp import results
+    from robustbench_pp.cli.metrics_cmd import load_table
+
+    chosen: dict[str, object] = {}
+    for choice in choices:
+        if choice == "alexnet":
+            dataset, reference = "imagenet-c", results.ALEXNET_REFERENCE
+            others = sorted(d for d in datasets if not results.is_imagenet_c(d))
+            if others and not any(results.is_imagenet_c(d) for d in datasets):
+                raise click.ClickException(
+                    f"--reference alexnet uses the published ImageNet-C errors, which do not apply to {', '.join(others)}; "
+                    "pass a results file of a reference model evaluated on the same data"
+                )
+        else:
+            table = load_table(choice)
+            try:
+                reference = results.reference_from_run(table)
+            except results.IncompleteRunError as exc:
+                raise click.ClickException(f"--reference {choice}: {exc}") from None
+            dataset = table.dataset
+        if dataset in chosen:
+            raise click.ClickException(f"two --reference options apply to {dataset}; give one per dataset")
+        chosen[dataset] = reference
+    return {d: chosen.get(d, results.ALEXNET_REFERENCE if results.is_imagenet_c(d) else None) for d in datasets | set(chosen)}
+
+
+@click.command()
+@click.argument("results_paths", metavar="RESULTS...", nargs=-1, type=click.Path())
+@click.option("--baseline", default=None, metavar="NAME", help="Label or model name of the R_net baseline (per dataset).")
+@click.option("--reference", "reference_choices", multiple=True, metavar="alexnet|FILE",
+              help="mCE normaliser: 'alexnet' (ImageNet-C, the default there) or a results file of a reference "
+                   "model on the same data; repeat for several datasets.")
+@click.option("--reported", "reported_files", multiple=True, type=click.Path(dir_okay=False),
+              help="JSON file of numbers reported in a paper, shown as marked rows (repeatable).")
+@click.option("--out", "out_dir", default="reports", show_default=True, type=click.Path(file_okay=False),
+              help="Folder of the HTML site (index.html, leaderboard.csv/.json/.md, pages).")
+@click.option("--format", "output_format", type=click.Choice(["html", "markdown"]), default="html", show_default=True,
+              help="'markdown' prints the leaderboard as a Markdown table and writes nothing.")
+def report(results_paths, baseline, reference_choices, reported_files, out_dir, output_format) -> None:
+    """Render the leaderboard of RESULTS (files or folders of *.jsonl) as a static HTML site."""
+    from robustbench_pp import report as report_lib
+    from robustbench_pp.cli.metrics_cmd import load_table
+
+    files = _result_files(results_paths)
+    if not files and not reported_files:
+        raise click.UsageError("give at least one RESULTS file or folder, or --reported FILE")
+    tables = [load_table(str(path)) for path in files]
+    references = _references(reference_choices, {t.dataset for t in tables})
+    try:
+        reported = [row for path in reported_files for row in report_lib.load_reported(path)]
+    except report_lib.ReportedFileError as exc:
+        raise click.ClickException(str(exc)) from None
+    try:
+        if output_format == "markdown":
+            from robustbench_pp.report.leaderboard import build_leaderboard, leaderboard_markdown
+
+            click.echo(leaderboard_markdown(build_leaderboard(tables, references, baseline, reported)), nl=False)
+            return
+        board, rendered = report_lib.render_report(tables, references, baseline, reported)
+    except ValueError as exc:
+        raise click.ClickException(str(exc)) from None
+    index = report_lib.write_report(rendered, out_dir)
+    click.echo(f"report: {index} ({len(board.rows)} leaderboard rows, {len(rendered)} files)")
+
+
+@click.command()
+@click.argument("results_file", metavar="RESULTS", type=click.Path(dir_okay=False))
+@click.option("--against", "reference_file", required=True, type=click.Path(dir_okay=False),
+              help="Reference results file, e.g. results/reference/<run>.jsonl.")
+@click.option("--tolerance-cell", default=0.02, show_default=True, type=click.FloatRange(min=0),
+              help="Allowed absolute change of a cell's top-1 error (fraction: 0.02 = 2 points).")
+@click.option("--tolerance-mce", default=0.01, show_default=True, type=click.FloatRange(min=0),
+              help="Allowed absolute change of the unnormalised mean error (and of mCE on ImageNet-C).")
+@click.option("--ci-aware", is_flag=True, help="Flag a cell only when the new error is also outside the reference's 95% interval.")
+@click.option("--two-sided", is_flag=True, help="Fail on improvements beyond tolerance too (deterministic references).")
+def check(results_file, reference_file, tolerance_cell, tolerance_mce, ci_aware, two_sided) -> None:
+    """Compare RESULTS with a reference run: exit 0 within tolerance, 1 on regression, 2 if incomparable.
+
+    Unreadable or malformed inputs also exit 2: the runs could not be compared.
+    """
+    from robustbench_pp import results
+    from robustbench_pp.check import compare_runs
+
+    tables = []
+    for path in (results_file, reference_file):
+        try:
+            tables.append(results.run_table(results.read_records(path)))
+        except (results.ResultsFileError, ValueError) as exc:
+            click.echo(f"rbpp check: cannot compare: {path}: {exc}", err=True)
+            sys.exit(2)
+    new, old = tables
+    outcome = compare_runs(new, old, tolerance_cell=tolerance_cell, tolerance_mce=tolerance_mce,
+                           ci_aware=ci_aware, two_sided=two_sided)
+    if outcome.incomparable:
+        click.echo(f"rbpp check: cannot compare {results_file} with {reference_file}:", err=True)
+        for reason in outcome.incomparable:
+            click.echo(f"  - {reason}", err=True)
+        sys.exit(outcome.exit_code)
+    for note in outcome.notes:
+        click.echo(f"note: {note}")
+    if outcome.regressions:
+        click.echo(f"REGRESSION: {len(outcome.regressions)} of {outcome.compared} compared numbers moved beyond tolerance "
+                   "(errors in %):")
+        for finding in outcome.regressions:
+            click.echo(f"  {finding.describe()}")
+    if outcome.improvements:
+        click.echo(f"improved beyond tolerance ({len(outcome.improvements)}; update the reference if intended):")
+        for finding in outcome.improvements:
+            click.echo(f"  {finding.describe()}")
+    if not outcome.regressions:
+        click.echo(f"OK: {outcome.compared} numbers within tolerance of {reference_file}")
+    sys.exit(outcome.exit_code)

@@ -1,0 +1,330 @@
+"""Leaderboard rows: the headline numbers of each (model, recipe) on each dataset.
+
+A row is either *measured* (computed here from result records) or *reported* (copied from a
+paper, see :mod:`robustbench_pp.report.reported`). Numbers are fractions in [0, 1] except
+R_net, which is in percent as in the PushPull-Net paper.
+
+Two R_net values exist. ``r_net`` is computed from the unnormalised mean corruption error,
+the reading that reproduces the PushPull-Net table; ``r_net_mce`` from the normalised mCE
+when a reference is available. The R_net formula itself is reconstructed from that table.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import math
+from collections.abc import Mapping, Sequence
+from dataclasses import asdict, dataclass, field, fields
+from types import MappingProxyType
+
+from robustbench_pp.metrics import corruption_error
+from robustbench_pp.names import CORRUPTIONS, SEVERITIES
+from robustbench_pp.results import IncompleteRunError, Reference, RunTable, summarize_run
+
+MEASURED = "measured"
+REPORTED = "reported"
+
+R_NET_NOTE = (
+    "R_net = 100·[(E_b − E) + (mCE_b − mCE)] / (2·E_b) against the baseline b; the formula is "
+    "reconstructed from the PushPull-Net table (it fits every row within rounding). The leaderboard's "
+    "R_net uses the unnormalised mean error, the reading that reproduces that table."
+)
+
+
+@dataclass(frozen=True)
+class LeaderboardRow:
+    """One (model, recipe) on one dataset.
+
+    Attributes:
+        dataset: the dataset spec name (``imagenet-c``, ``fashion-mnist-c``...).
+        model: the model name (registered name for measured rows).
+        recipe: the training recipe, or None.
+        label: the unique display name on its dataset.
+        source: ``"measured"`` or ``"reported"``.
+        clean_error: E, the clean top-1 error.
+        mce: mCE normalised by ``reference`` (None without a reference).
+        relative_mce: relative mCE normalised by ``reference``.
+        unnormalized_mean_error: mean top-1 error over the 15 corruptions × 5 severities.
+        r_net: R_net (%) against ``baseline`` from the unnormalised mean error.
+        r_net_mce: R_net (%) against ``baseline`` from the normalised mCE.
+        mean_ece: mean expected calibration error over the 75 benchmark cells.
+        num_images: images per cell.
+        reference: the normaliser's name.
+        baseline: the R_net baseline's label.
+        citation: where reported numbers come from.
+        note: why a number is missing, or a caveat.
+        page: file name of the per-model page (measured rows).
+    """
+
+    dataset: str
+    model: str
+    recipe: str | None
+    label: str
+    source: str
+    clean_error: float | None = None
+    mce: float | None = None
+    relative_mce: float | None = None
+    unnormalized_mean_error: float | None = None
+    r_net: float | None = None
+    r_net_mce: float | None = None
+    mean_ece: float | None = None
+    num_images: int | None = None
+    reference: str | None = None
+    baseline: str | None = None
+    citation: str | None = None
+    note: str | None = None
+    page: str | None = None
+
+
+#: Column order of leaderboard.csv / leaderboard.json.
+COLUMNS: tuple[str, ...] = tuple(f.name for f in fields(LeaderboardRow))
+
+
+@dataclass(frozen=True)
+class Leaderboard:
+    """All rows plus the notes that explain empty columns, per dataset."""
+
+    rows: tuple[LeaderboardRow, ...]
+    notes: Mapping[str, tuple[str, ...]] = field(default_factory=dict)
+    baseline: str | None = None
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "notes", MappingProxyType({k: tuple(v) for k, v in self.notes.items()}))
+
+    @property
+    def datasets(self) -> tuple[str, ...]:
+        return tuple(sorted({row.dataset for row in self.rows}))
+
+
+def mean_ece(table: RunTable) -> float | None:
+    """Mean expected calibration error over the 75 benchmark corruption cells.
+
+    Returns None when any of those cells lacks calibration bins.
+    """
+    values = [r.ece for r in table.records if r.corruption in CORRUPTIONS]
+    if len(values) != len(CORRUPTIONS) * len(SEVERITIES) or any(v is None for v in values):
+        return None
+    return sum(values) / len(values)
+
+
+def corruption_errors(table: RunTable, reference: Reference | None) -> dict[str, float]:
+    """CE per corruption (normalised by ``reference``) for every corruption the run has all 5 severities of."""
+    if reference is None:
+        return {}
+    return {name: corruption_error(row, reference.errors[name]) for name, row in table.errors.items() if name in reference.errors}
+
+
+def _find_baseline(tables: Sequence[RunTable], name: str, dataset: str) -> RunTable | None:
+    matches = [t for t in tables if t.dataset == dataset and name in (t.label, t.model)]
+    exact = [t for t in matches if t.label == name]
+    if len(exact) == 1:
+        return exact[0]
+    if len(matches) > 1:
+        raise ValueError(
+            f"--baseline {name!r} matches {len(matches)} runs on {dataset} "
+            f"({', '.join(t.label for t in matches)}); pass one of these labels"
+        )
+    return matches[0] if matches else None
+
+
+def measured_rows(
+    tables: Sequence[RunTable],
+    references: Mapping[str, Reference | None],
+    baseline: str | None = None,
+    pages: Mapping[int, str] | None = None,
+) -> tuple[list[LeaderboardRow], dict[str, list[str]]]:
+    """Leaderboard rows of evaluated runs, and notes per dataset explaining empty columns.
+
+    Args:
+        tables: one :class:`RunTable` per results file; labels must be unique per dataset.
+        references: dataset -> the mCE normaliser (None: mCE columns stay empty).
+        baseline: label or model name of the R_net baseline (looked up on each dataset).
+        pages: index in ``tables`` -> per-model page file name.
+
+    Returns:
+        ``(rows, notes)``, rows in the order of ``tables``.
+
+    Raises:
+        ValueError: when two runs on one dataset share a label, or ``baseline`` is ambiguous.
+    """
+    seen: set[tuple[str, str]] = set()
+    for table in tables:
+        key = (table.dataset, table.label)
+        if key in seen:
+            raise ValueError(f"two results on {table.dataset} are labelled {table.label!r}; give them distinct labels")
+        seen.add(key)
+    notes: dict[str, list[str]] = {}
+    baselines: dict[str, RunTable | None] = {}
+    for dataset in sorted({t.dataset for t in tables}):
+        notes[dataset] = []
+        if references.get(dataset) is not None:
+            notes[dataset].append(f"mCE and relative mCE are normalised by {references[dataset].name}")
+        else:
+            notes[dataset].append(
+                f"no reference model for {dataset}: mCE and relative mCE need one (AlexNet's published errors "
+                "apply to ImageNet-C only); pass --reference RESULTS with a reference model evaluated on the same data"
+            )
+        if baseline is not None:
+            found = _find_baseline(tables, baseline, dataset)
+            if found is None:
+                notes[dataset].append(f"baseline {baseline!r} was not evaluated on {dataset}: R_net is empty")
+            elif not found.complete:
+                notes[dataset].append(f"baseline {found.label} misses cells on {dataset}: R_net is empty")
+                found = None
+            baselines[dataset] = found
+    rows = []
+    for index, table in enumerate(tables):
+        reference = references.get(table.dataset)
+        base = baselines.get(table.dataset)
+        common = dict(
+            dataset=table.dataset,
+            model=table.model,
+            recipe=table.recipe,
+            label=table.label,
+            source=MEASURED,
+            num_images=table.num_images,
+            mean_ece=mean_ece(table),
+            reference=reference.name if reference else None,
+            page=(pages or {}).get(index),
+        )
+        if not table.complete:
+            missing = len(table.missing) + (table.clean_error is None)
+            rows.append(LeaderboardRow(**common, clean_error=table.clean_error,
+                                       note=f"incomplete: {missing} of {1 + len(CORRUPTIONS) * len(SEVERITIES)} cells missing"))
+            continue
+        summary, caveat = _summarize(table, reference, base)
+        rows.append(
+            LeaderboardRow(
+                **common,
+                clean_error=summary.clean_error,
+                mce=summary.mce,
+                relative_mce=summary.relative_mce,
+                unnormalized_mean_error=summary.unnormalized_mean_error,
+                r_net=summary.r_net_unnormalized,
+                r_net_mce=summary.r_net if summary.mce is not None and base is not None else None,
+                baseline=base.label if base is not None else None,
+                note=caveat,
+            )
+        )
+    return rows, notes
+
+
+def _summarize(table: RunTable, reference: Reference | None, base: RunTable | None):
+    """summarize_run, but a relative mCE that is undefined leaves only that column empty.
+
+    Relative CE divides by Σ_s (E_ref − E_ref,clean), which is not positive when a mild
+    corruption does not hurt the reference (plausible on small data sets such as
+    Fashion-MNIST): then every other number still stands, and the row says why.
+    """
+    try:
+        return summarize_run(table, reference, base), None
+    except IncompleteRunError as exc:  # pragma: no cover - completeness is checked before
+        raise ValueError(str(exc)) from None
+    except ValueError as exc:
+        if reference is None or "relative" not in str(exc):
+            raise
+        without_relative = Reference(reference.name, reference.errors, None)
+        return summarize_run(table, without_relative, base), f"relative mCE undefined: {exc}"
+
+
+def build_leaderboard(
+    tables: Sequence[RunTable],
+    references: Mapping[str, Reference | None],
+    baseline: str | None = None,
+    reported: Sequence[LeaderboardRow] = (),
+    pages: Mapping[int, str] | None = None,
+) -> Leaderboard:
+    """Measured rows (see :func:`measured_rows`) followed by reported rows, sorted per dataset.
+
+    Rows are ordered by dataset, then measured before reported, then by unnormalised mean
+    error (rows without one last).
+    """
+    rows, notes = measured_rows(tables, references, baseline, pages)
+    for row in reported:
+        notes.setdefault(row.dataset, [])
+    if reported:
+        for dataset in sorted({r.dataset for r in reported}):
+            notes[dataset].append(
+                "reported rows are copied from the cited paper, not measured here; their R_net is the paper's own, "
+                "against the paper's baseline"
+            )
+
+    def order(row: LeaderboardRow):
+        value = row.unnormalized_mean_error
+        return (row.dataset, row.source != MEASURED, value is None, value if value is not None else 0.0, row.label)
+
+    return Leaderboard(rows=tuple(sorted([*rows, *reported], key=order)), notes=notes, baseline=baseline)
+
+
+def _plain(value):
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    return value
+
+
+def leaderboard_records(board: Leaderboard) -> list[dict]:
+    """The rows as plain dicts (fractions, R_net in percent), for JSON and CSV."""
+    return [{k: _plain(v) for k, v in asdict(row).items()} for row in board.rows]
+
+
+def leaderboard_csv(board: Leaderboard) -> str:
+    """The leaderboard as CSV text with a header line (:data:`COLUMNS`); empty cells for None."""
+    buffer = io.StringIO()
+    writer = csv.DictWriter(buffer, fieldnames=list(COLUMNS), lineterminator="\n")
+    writer.writeheader()
+    for row in leaderboard_records(board):
+        writer.writerow({k: ("" if v is None else v) for k, v in row.items()})
+    return buffer.getvalue()
+
+
+def leaderboard_json(board: Leaderboard) -> dict:
+    """The leaderboard as a JSON-ready dict: units, notes per dataset and rows."""
+    return {
+        "schema": "robustbench_pp.leaderboard",
+        "schema_version": 1,
+        "units": "errors are fractions in [0, 1]; r_net and r_net_mce are in percent",
+        "baseline": board.baseline,
+        "r_net_formula": R_NET_NOTE,
+        "notes": {k: list(v) for k, v in board.notes.items()},
+        "rows": leaderboard_records(board),
+    }
+
+
+def percent(value: float | None, digits: int = 2) -> str:
+    """A fraction as a percentage string without the sign, or an em dash for None."""
+    return "—" if value is None else f"{100 * value:.{digits}f}"
+
+
+def number(value: float | None, digits: int = 2) -> str:
+    """A number (already in its unit) with fixed digits, or an em dash for None."""
+    return "—" if value is None else f"{value:.{digits}f}"
+
+
+def _markdown_cell(text: str) -> str:
+    return text.replace("\\", "\\\\").replace("|", "\\|").replace("\n", " ")
+
+
+def leaderboard_markdown(board: Leaderboard) -> str:
+    """The leaderboard as a Markdown table (errors ×100), followed by its notes.
+
+    Example output line::
+
+        | fashion-mnist-c | resnet18 | measured | 8.10 | 95.20 | ... |
+    """
+    header = ["dataset", "model", "source", "E (%)", "mCE (%)", "relative mCE (%)", "unnorm. mean error (%)",
+              f"R_net (%){' vs ' + board.baseline if board.baseline else ''}", "mean ECE (%)", "#images"]
+    lines = ["| " + " | ".join(_markdown_cell(h) for h in header) + " |", "|" + "---|" * len(header)]
+    for row in board.rows:
+        cells = [
+            row.dataset, row.label, row.source, percent(row.clean_error), percent(row.mce), percent(row.relative_mce),
+            percent(row.unnormalized_mean_error), number(row.r_net), percent(row.mean_ece),
+            "—" if row.num_images is None else str(row.num_images),
+        ]
+        lines.append("| " + " | ".join(_markdown_cell(c) for c in cells) + " |")
+    notes = [f"- {dataset}: {note}" for dataset, items in board.notes.items() for note in items]
+    if any(row.r_net is not None for row in board.rows):
+        notes.append(f"- {R_NET_NOTE}")
+    if notes:
+        lines += ["", "Notes:", *notes]
+    return "\n".join(lines) + "\n"

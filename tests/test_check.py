@@ -1,0 +1,134 @@
+"""``rbpp check``: 0 within tolerance, 1 on regression, 2 on incomparable inputs."""
+
+from __future__ import annotations
+
+import dataclasses
+
+import pytest
+from click.testing import CliRunner
+
+from _records import full_run
+from robustbench_pp import results
+from robustbench_pp.check import INCOMPARABLE, OK, REGRESSION, compare_runs
+from robustbench_pp.cli import main
+
+
+def _error(c, s):
+    return 0.1 + 0.04 * s
+
+
+def _write(path, records):
+    results.write_records(path, records)
+    return str(path)
+
+
+def _shift(records, cell, delta):
+    """Records with one cell's error raised by ``delta`` (a fraction)."""
+    out = []
+    for r in records:
+        if r.cell == cell:
+            r = dataclasses.replace(r, n_correct=r.n_correct - round(delta * r.n_total))
+        out.append(r)
+    return out
+
+
+@pytest.fixture
+def reference(tmp_path):
+    return _write(tmp_path / "reference.jsonl", full_run(error_of=_error))
+
+
+def _check(*args):
+    return CliRunner().invoke(main, ["check", *map(str, args)])
+
+
+def test_identical_results_pass(tmp_path, reference):
+    out = _check(_write(tmp_path / "new.jsonl", full_run(error_of=_error)), "--against", reference)
+    assert out.exit_code == OK, out.output
+    assert "OK: 77 numbers within tolerance" in out.output  # 76 cells + unnormalised mean error
+
+
+def test_cell_regression_prints_old_new_delta(tmp_path, reference):
+    records = _shift(full_run(error_of=_error), ("snow", 3), 0.05)
+    out = _check(_write(tmp_path / "new.jsonl", records), "--against", reference)
+    assert out.exit_code == REGRESSION, out.output
+    line = next(line for line in out.output.splitlines() if "snow/3" in line)
+    assert "old   22.00" in line and "new   27.00" in line and "delta  +5.00" in line
+    assert "unnormalised mean error" not in out.output  # 5 points on one of 75 cells moves the mean by 0.07
+
+
+def test_change_within_tolerance_passes_and_tolerance_is_respected(tmp_path, reference):
+    path = _write(tmp_path / "new.jsonl", _shift(full_run(error_of=_error), ("fog", 1), 0.015))
+    assert _check(path, "--against", reference).exit_code == OK
+    assert _check(path, "--against", reference, "--tolerance-cell", "0.01").exit_code == REGRESSION
+
+
+def test_mean_error_drift_below_cell_tolerance_is_caught(tmp_path, reference):
+    path = _write(tmp_path / "new.jsonl", full_run(error_of=lambda c, s: _error(c, s) + 0.015))
+    out = _check(path, "--against", reference)
+    assert out.exit_code == REGRESSION
+    assert "unnormalised mean error" in out.output and "delta  +1.50" in out.output
+
+
+def test_improvements_pass_unless_two_sided(tmp_path, reference):
+    path = _write(tmp_path / "new.jsonl", _shift(full_run(error_of=_error), ("fog", 1), -0.05))
+    out = _check(path, "--against", reference)
+    assert out.exit_code == OK and "improved beyond tolerance" in out.output and "fog/1" in out.output
+    assert _check(path, "--against", reference, "--two-sided").exit_code == REGRESSION
+
+
+@pytest.mark.parametrize(
+    "change, reason",
+    [
+        ({"dataset": "cifar10-c"}, "dataset: cifar10-c vs reference fashion-mnist-c"),
+        ({"preset": "imagenet"}, "preset: 'imagenet' vs reference 'cifar'"),
+        ({"subset": {"limit": 50, "seed": 0}}, "subset:"),
+        ({"num_images": 50}, "images per cell: 50 vs reference 100"),
+    ],
+)
+def test_incomparable_inputs_exit_2(tmp_path, reference, change, reason):
+    path = _write(tmp_path / "new.jsonl", full_run(error_of=_error, **change))
+    out = _check(path, "--against", reference)
+    assert out.exit_code == INCOMPARABLE
+    assert reason in out.output  # printed to stderr, which click's runner mixes into output
+
+
+def test_missing_cells_and_unreadable_files_exit_2(tmp_path, reference):
+    records = [r for r in full_run(error_of=_error) if r.corruption != "fog"]
+    out = _check(_write(tmp_path / "partial.jsonl", records), "--against", reference)
+    assert out.exit_code == INCOMPARABLE and "lack 5 cell(s)" in out.output
+    broken = tmp_path / "broken.jsonl"
+    broken.write_text("{not json}\n")
+    out = _check(broken, "--against", reference)
+    assert out.exit_code == INCOMPARABLE and "broken.jsonl" in out.output
+    assert _check(tmp_path / "absent.jsonl", "--against", reference).exit_code == INCOMPARABLE
+
+
+def test_ci_aware_ignores_changes_inside_the_reference_interval(tmp_path):
+    base = full_run(error_of=_error)
+    with_ci = [dataclasses.replace(r, ci95=(max(0.0, r.top1_error - 0.04), min(1.0, r.top1_error + 0.04))) for r in base]
+    reference = _write(tmp_path / "reference.jsonl", with_ci)
+    inside = _write(tmp_path / "inside.jsonl", _shift(base, ("frost", 2), 0.03))
+    outside = _write(tmp_path / "outside.jsonl", _shift(base, ("frost", 2), 0.05))
+    assert _check(inside, "--against", reference).exit_code == REGRESSION
+    assert _check(inside, "--against", reference, "--ci-aware").exit_code == OK
+    out = _check(outside, "--against", reference, "--ci-aware")
+    assert out.exit_code == REGRESSION and "outside 95% CI" in out.output
+
+
+def test_ci_aware_without_intervals_says_so(tmp_path, reference):
+    out = _check(_write(tmp_path / "new.jsonl", full_run(error_of=_error)), "--against", reference, "--ci-aware")
+    assert out.exit_code == OK and "carry no 95% intervals" in out.output
+
+
+def test_imagenet_c_also_compares_alexnet_normalised_mce():
+    old = results.run_table(full_run(error_of=_error, dataset="imagenet-c"))
+    new = results.run_table(full_run(error_of=lambda c, s: _error(c, s) + 0.012, dataset="imagenet-c"))
+    outcome = compare_runs(new, old, tolerance_cell=0.02, tolerance_mce=0.01)
+    assert {f.what for f in outcome.regressions} == {"unnormalised mean error", "mCE (AlexNet)"}
+    assert outcome.exit_code == REGRESSION
+
+
+def test_negative_tolerance_is_refused():
+    table = results.run_table(full_run())
+    with pytest.raises(ValueError, match="tolerance_cell"):
+        compare_runs(table, table, tolerance_cell=-0.1)

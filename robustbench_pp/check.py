@@ -13,7 +13,9 @@ Compared numbers: every cell error present in both runs (the clean cell is E), w
 cell tolerance; the unnormalised mean error over the 15 × 5 benchmark cells and, on
 ImageNet-C, the AlexNet-normalised mCE, with the mCE tolerance. With ``ci_aware``, a cell
 whose reference record carries a 95% bootstrap interval is flagged only when the new error
-is also outside that interval (it never makes the gate stricter).
+is also outside that interval; the mean errors likewise, when the reference records keep
+per-image correctness (a bootstrap over images gives their intervals). It never makes the
+gate stricter.
 """
 
 from __future__ import annotations
@@ -22,7 +24,7 @@ import json
 from dataclasses import dataclass
 
 from robustbench_pp.metrics import mean_corruption_error, unnormalized_mean_error
-from robustbench_pp.names import CLEAN, CORRUPTIONS
+from robustbench_pp.names import CLEAN, CORRUPTIONS, SEVERITIES
 from robustbench_pp.results import ALEXNET_REFERENCE, RunTable, is_imagenet_c
 
 OK, REGRESSION, INCOMPARABLE = 0, 1, 2
@@ -111,6 +113,28 @@ def incomparability(results: RunTable, reference: RunTable) -> list[str]:
     return reasons
 
 
+def _aggregate_intervals(reference: RunTable) -> dict:
+    """Bootstrap 95% intervals of the reference's mean errors from its per-image correctness.
+
+    Empty when any benchmark cell lacks the per-image bits (older or reported records).
+    """
+    from robustbench_pp.metrics.bootstrap import bootstrap_mean_errors_ci
+
+    cells = {r.cell: r for r in reference.records}
+    try:
+        masks = {c: [cells[(c, s)].correct_mask() for s in SEVERITIES] for c in CORRUPTIONS}
+    except KeyError:
+        return {}
+    if any(mask is None for row in masks.values() for mask in row):
+        return {}
+    seed = int(reference.records[0].provenance.get("bootstrap_seed") or 0)
+    alexnet = ALEXNET_REFERENCE.errors if is_imagenet_c(reference.dataset) else None
+    try:
+        return bootstrap_mean_errors_ci(masks, reference=alexnet, seed=seed)
+    except ValueError:
+        return {}
+
+
 def _classify(finding: Finding, two_sided: bool, regressions: list, improvements: list) -> None:
     if finding.worse or two_sided:
         regressions.append(finding)
@@ -194,10 +218,15 @@ def compare_runs(
                 mean_corruption_error(reference.errors, ALEXNET_REFERENCE.errors),
                 mean_corruption_error(results.errors, ALEXNET_REFERENCE.errors),
             ))
-        for what, old_value, new_value in aggregates:
+        intervals = _aggregate_intervals(reference) if ci_aware else {}
+        for (what, old_value, new_value), key in zip(aggregates, ("unnormalized_mean_error", "mce")):
             compared += 1
-            if abs(new_value - old_value) > tolerance_mce + 1e-12:
-                _classify(Finding(what, old_value, new_value, tolerance_mce), two_sided, regressions, improvements)
+            if abs(new_value - old_value) <= tolerance_mce + 1e-12:
+                continue
+            interval = intervals.get(key)
+            if interval is not None and interval[0] <= new_value <= interval[1]:
+                continue
+            _classify(Finding(what, old_value, new_value, tolerance_mce, interval), two_sided, regressions, improvements)
     else:
         notes.append("not all 15 corruptions are complete in both runs: mean errors were not compared")
     return CheckResult(tuple(regressions), tuple(improvements), (), tuple(notes), compared)

@@ -90,14 +90,19 @@ class CheckResult:
 
 
 def _subset(table: RunTable):
-    value = table.records[0].provenance.get("subset")
+    """The image subset (``--limit``) of a run: ``rbpp evaluate`` records it in the settings."""
+    provenance = table.records[0].provenance
+    value = provenance.get("subset")
+    settings = provenance.get("settings")
+    if value is None and isinstance(settings, dict):
+        value = settings.get("subset")
     return json.dumps(value, sort_keys=True) if value is not None else None
 
 
 def incomparability(results: RunTable, reference: RunTable) -> list[str]:
     """Why two runs cannot be compared (empty list when they can).
 
-    Different dataset, corruption preset, image subset (``provenance["subset"]``) or number
+    Different dataset, corruption preset, image subset (``--limit``) or number
     of images per cell make the errors measure different things.
     """
     reasons = []

@@ -67,25 +67,28 @@ def _ordered(errors: Mapping[str, Sequence[float]]) -> list[str]:
 def error_heatmap(table: RunTable) -> str | None:
     """Corruption × severity top-1 error heatmap (values in %), extra corruptions last.
 
-    Returns None when the run has no corruption with all five severities.
+    Cells not evaluated (a partial run) stay blank. Returns None when no corruption cell
+    was evaluated.
     """
     import numpy as np
 
-    names = _ordered(table.errors)
+    measured = {r.cell: r.top1_error for r in table.records}
+    names = [n for n in ALL_CORRUPTIONS if any((n, s) in measured for s in SEVERITIES)]
     if not names:
         return None
-    grid = np.array([table.errors[n] for n in names]) * 100
+    grid = np.array([[measured.get((n, s), np.nan) for s in SEVERITIES] for n in names]) * 100
     figure = _figure(6.0, 0.26 * len(names) + 0.9, left=1.45, right=0.55, bottom=0.45, top=0.3)
     axes = figure.add_subplot()
-    image = axes.imshow(grid, cmap="magma_r", vmin=0, vmax=100, aspect="auto")
+    image = axes.imshow(np.ma.masked_invalid(grid), cmap="magma_r", vmin=0, vmax=100, aspect="auto")
     axes.set_xticks(range(len(SEVERITIES)), [str(s) for s in SEVERITIES])
     axes.set_yticks(range(len(names)), [n + (" *" if n in EXTRA_CORRUPTIONS else "") for n in names])
     axes.set_xlabel("severity")
     clean = "" if table.clean_error is None else f" (clean {100 * table.clean_error:.1f}%)"
     axes.set_title(f"top-1 error (%){clean}")
     for (row, col), value in np.ndenumerate(grid):
-        axes.text(col, row, f"{value:.1f}", ha="center", va="center", fontsize=7,
-                  color="white" if value > 55 else "black")
+        if np.isfinite(value):
+            axes.text(col, row, f"{value:.1f}", ha="center", va="center", fontsize=7,
+                      color="white" if value > 55 else "black")
     figure.colorbar(image, ax=axes, fraction=0.05, pad=0.03, label="error (%)")
     return svg_data_uri(figure)
 

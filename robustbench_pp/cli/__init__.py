@@ -17,6 +17,7 @@ from robustbench_pp import __version__
 _COMMAND_MODULES: dict[str, tuple[str, ...]] = {
     "metrics_cmd": ("metrics",),
     "data_cmd": ("datasets", "generate"),
+    "models_cmd": ("models", "train"),
     "report_cmd": ("report", "check"),
 }
 

@@ -1,0 +1,94 @@
+"""``rbpp models`` (list registered models with their cards) and ``rbpp train``."""
+
+from __future__ import annotations
+
+import json
+import sys
+
+import click
+
+
+@click.command("models")
+@click.argument("pattern", required=False)
+@click.option("--stem", type=click.Choice(["cifar", "imagenet"]), default="cifar", show_default=True,
+              help="Stem whose card to show.")
+@click.option("--json", "as_json", is_flag=True, help="Print the cards as a JSON list.")
+def models(pattern: str | None, stem: str, as_json: bool) -> None:
+    """List registered models (optionally matching a shell PATTERN such as 'resnet*_pp*') with their cards."""
+    from robustbench_pp.models import get_card, list_models
+
+    names = list_models(pattern)
+    if not names:
+        raise click.ClickException(f"no registered model matches {pattern!r}; run `rbpp models` for all")
+    cards = [get_card(name, stem=stem) for name in names]
+    if as_json:
+        click.echo(json.dumps([card.to_dict() for card in cards], indent=2))
+        return
+    header = f"{'name':<14} {'arch':<9} {'stem':<8} {'first layer':<12} {'pool':>4} {'inhibition':<10} {'input':>5} {'width':>5}  paper"
+    click.echo(header)
+    for card in cards:
+        click.echo(
+            f"{card.name:<14} {card.architecture:<9} {card.stem:<8} {card.first_layer:<12} {card.avg_kernel_size:>4} "
+            f"{card.inhibition or '-':<10} {card.input_size:>5} {card.width:>5}  {card.paper}"
+        )
+
+
+@click.command("train")
+@click.option("--model", "model_name", required=True, help="Registered model name (see `rbpp models`).")
+@click.option("--dataset", type=click.Choice(["fashion-mnist", "cifar10"]), default="fashion-mnist", show_default=True)
+@click.option("--augment", type=click.Choice(["none", "autoaugment", "augmix", "prime"]), default="none",
+              show_default=True, help="Training augmentation.")
+@click.option("--recipe", type=click.Choice(["standard", "pushpull"]), default="standard", show_default=True,
+              help="standard: cosine, lr 0.1, wd 5e-4, batch 128, JSD for AugMix/PRIME; "
+                   "pushpull: the PushPull-Net runs (one-cycle 5e-3->0.2, wd 1e-5, batch 64, no JSD).")
+@click.option("--epochs", type=click.IntRange(min=1), default=2, show_default=True)
+@click.option("--out", type=click.Path(file_okay=False), required=True,
+              help="Output folder: model.safetensors + model.json (each epoch) and train_state.pt.")
+@click.option("--device", default="cpu", show_default=True, help="cpu, cuda or cuda:N.")
+@click.option("--seed", type=int, default=0, show_default=True)
+@click.option("--limit-train", type=click.IntRange(min=1), default=None,
+              help="Train on a seeded class-balanced subset of N images.")
+@click.option("--limit-test", type=click.IntRange(min=1), default=None,
+              help="Measure the per-epoch test error on the first N test images only.")
+@click.option("--width", type=click.IntRange(min=1), default=None, help="Base channel width (default 64).")
+@click.option("--inhibition", type=click.Choice(["fixed", "trainable"]), default=None,
+              help="PushPull inhibition mode (default: trainable).")
+@click.option("--batch-size", type=click.IntRange(min=2), default=None, help="Default: the recipe's.")
+@click.option("--lr", type=float, default=None, help="Peak learning rate. Default: the recipe's.")
+@click.option("--weight-decay", type=float, default=None, help="Default: the recipe's.")
+@click.option("--schedule", type=click.Choice(["cosine", "step", "onecycle"]), default=None,
+              help="Per-batch learning-rate schedule. Default: the recipe's.")
+@click.option("--jsd/--no-jsd", default=None, help="AugMix/PRIME Jensen-Shannon loss. Default: the recipe's.")
+@click.option("--data-root", type=click.Path(), default=None,
+              help="Fashion-MNIST idx folder, or the folder holding cifar-10-batches-py.")
+@click.option("--download", is_flag=True, help="Download CIFAR-10 into --data-root with torchvision first.")
+@click.option("--resume", is_flag=True, help="Continue the run saved in --out.")
+@click.option("--threads", type=click.IntRange(min=1), default=None, help="torch CPU threads (default: torch's).")
+@click.option("--quiet", is_flag=True, help="No progress bar or per-epoch lines.")
+def train(model_name, dataset, augment, recipe, epochs, out, device, seed, limit_train, limit_test, width, inhibition,
+          batch_size, lr, weight_decay, schedule, jsd, data_root, download, resume, threads, quiet) -> None:
+    """Train a registered model and write a checkpoint (safetensors + JSON card) every epoch."""
+    import shlex
+
+    import torch
+
+    from robustbench_pp.datasets.sources import SourceError
+    from robustbench_pp.train import TrainConfig
+    from robustbench_pp.train import train as run_training
+
+    if threads:
+        torch.set_num_threads(threads)
+    config = TrainConfig(
+        model=model_name, out=out, dataset=dataset, augment=augment, recipe=recipe, epochs=epochs, seed=seed,
+        width=width, inhibition=inhibition, limit_train=limit_train, limit_test=limit_test, batch_size=batch_size,
+        lr=lr, weight_decay=weight_decay, schedule=schedule, jsd=jsd, device=device, data_root=data_root,
+        download=download,
+    )
+    try:
+        result = run_training(config, resume=resume, command=shlex.join(["rbpp", *sys.argv[1:]]), progress=not quiet)
+    except (ValueError, SourceError) as exc:
+        raise click.ClickException(str(exc)) from exc
+    last = result.history[-1] if result.history else {}
+    click.echo(f"checkpoint: {result.checkpoint}")
+    if last:
+        click.echo(f"clean test error: {100 * last['test_error']:.2f}% after {last['epoch']} epochs")

@@ -1,0 +1,38 @@
+"""Model zoo: PushPull-Conv, the ResNet/AlexNet registry with metadata cards, safe checkpoints.
+
+Public API::
+
+    from robustbench_pp.models import (PushPullConv2d, register_model, create_model, list_models,
+                                       get_card, ModelCard, load_checkpoint, file_sha256)
+"""
+
+from robustbench_pp.models.checkpoints import (
+    CheckpointError,
+    LoadedCheckpoint,
+    file_sha256,
+    load_checkpoint,
+    load_weights,
+    map_lightning_checkpoint,
+    save_checkpoint,
+)
+from robustbench_pp.models.factory import create_model
+from robustbench_pp.models.pushpull import PushPullConv2d, pull_kernel
+from robustbench_pp.models.registry import ModelCard, build_from_card, get_card, list_models, register_model
+
+__all__ = [
+    "CheckpointError",
+    "LoadedCheckpoint",
+    "ModelCard",
+    "PushPullConv2d",
+    "build_from_card",
+    "create_model",
+    "file_sha256",
+    "get_card",
+    "list_models",
+    "load_checkpoint",
+    "load_weights",
+    "map_lightning_checkpoint",
+    "pull_kernel",
+    "register_model",
+    "save_checkpoint",
+]

@@ -1,0 +1,210 @@
+"""The model registry: names -> builders plus a frozen metadata card per model.
+
+A model is registered where its builder is defined (``@register_model`` in ``resnet.py`` /
+``alexnet.py``), so adding a model touches one file. The card, not the caller, decides
+the preprocessing (input size, mean, std).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import fnmatch
+from dataclasses import dataclass
+from typing import Callable
+
+from torch import nn
+
+STEMS = ("cifar", "imagenet")
+
+# CIFAR-10 normalisation used by the PushPull-Net code (spec section 3).
+CIFAR10_MEAN = (0.4914, 0.4822, 0.4465)
+CIFAR10_STD = (0.2023, 0.1994, 0.2010)
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+INPUT_SIZE = {"cifar": 32, "imagenet": 224}
+DEFAULT_NORMALISATION = {"cifar": (CIFAR10_MEAN, CIFAR10_STD), "imagenet": (IMAGENET_MEAN, IMAGENET_STD)}
+
+
+@dataclass(frozen=True)
+class ModelCard:
+    """Flat, frozen metadata of one built model (what evaluation needs to feed it)."""
+
+    name: str  # registered name, e.g. "resnet18_pp3"
+    architecture: str  # family and depth, e.g. "resnet18"
+    stem: str  # "cifar" (3x3 s1, no max pool) or "imagenet" (7x7 s2 + max pool)
+    first_layer: str  # "conv" or "pushpull"
+    avg_kernel_size: int  # pull average pooling size (0 for a plain conv stem)
+    inhibition: str | None  # "fixed" | "trainable" for PushPull, None for conv
+    input_size: int  # square input side in pixels
+    mean: tuple[float, float, float]  # per-channel mean subtracted from [0,1] RGB
+    std: tuple[float, float, float]  # per-channel std divided after the mean
+    num_classes: int
+    width: int  # base channel width (64 = the standard ResNet)
+    paper: str  # citation of the architecture / first layer
+    inhibition_strength: float | None = None  # the fixed α, None when trainable or conv
+
+    def to_dict(self) -> dict:
+        """The card as a JSON-ready dict (tuples become lists)."""
+        return {key: (list(value) if isinstance(value, tuple) else value) for key, value in dataclasses.asdict(self).items()}
+
+    @classmethod
+    def from_dict(cls, data: dict) -> "ModelCard":
+        """Rebuild a card from :meth:`to_dict` output.
+
+        Raises:
+            ValueError: when a field is missing or unknown (names it).
+        """
+        names = {f.name for f in dataclasses.fields(cls)}
+        required = {f.name for f in dataclasses.fields(cls) if f.default is dataclasses.MISSING}
+        unknown, missing = set(data) - names, required - set(data)
+        if unknown or missing:
+            raise ValueError(f"model card fields: missing {sorted(missing)}, unknown {sorted(unknown)}")
+        values = dict(data)
+        values["mean"], values["std"] = tuple(values["mean"]), tuple(values["std"])
+        return cls(**values)
+
+
+@dataclass(frozen=True)
+class _Entry:
+    name: str
+    builder: Callable[..., nn.Module]
+    architecture: str
+    first_layer: str
+    avg_kernel_size: int
+    default_width: int
+    default_inhibition: str | None
+    paper: str
+    stems: tuple[str, ...]
+    infer_width: Callable[[dict], int] | None
+
+
+_REGISTRY: dict[str, _Entry] = {}
+
+
+def register_model(
+    name: str,
+    *,
+    architecture: str,
+    paper: str,
+    first_layer: str = "conv",
+    avg_kernel_size: int = 0,
+    default_width: int = 64,
+    default_inhibition: str | None = None,
+    stems: tuple[str, ...] = STEMS,
+    infer_width: Callable[[dict], int] | None = None,
+):
+    """Decorator registering a builder ``f(*, num_classes, stem, width, inhibition, inhibition_strength)``.
+
+    Args:
+        name: unique registered name.
+        architecture: family and depth (card field).
+        paper: citation (card field).
+        first_layer: "conv" or "pushpull".
+        avg_kernel_size: pull pooling size (PushPull only).
+        default_width: base width when the caller gives none.
+        default_inhibition: "trainable" or "fixed" for PushPull models.
+        stems: the stems this builder supports.
+        infer_width: reads the width from a state_dict (so plain checkpoints need no --width).
+
+    Raises:
+        ValueError: when the name is already registered or a field is invalid.
+    """
+    if first_layer not in ("conv", "pushpull"):
+        raise ValueError(f"first_layer must be 'conv' or 'pushpull', got {first_layer!r}")
+
+    def decorate(builder):
+        if name in _REGISTRY:
+            raise ValueError(f"model {name!r} is already registered (by {_REGISTRY[name].builder.__module__})")
+        _REGISTRY[name] = _Entry(
+            name, builder, architecture, first_layer, avg_kernel_size, default_width,
+            default_inhibition, paper, tuple(stems), infer_width,
+        )
+        return builder
+
+    return decorate
+
+
+def _ensure_builtin() -> None:
+    # Importing the builder modules registers the built-in models (explicit, not star-import).
+    from robustbench_pp.models import alexnet, resnet  # noqa: F401
+
+
+def list_models(pattern: str | None = None) -> list[str]:
+    """Registered model names, sorted, optionally filtered by a shell-style pattern (``"resnet*_pp*"``)."""
+    _ensure_builtin()
+    names = sorted(_REGISTRY)
+    return [n for n in names if fnmatch.fnmatch(n, pattern)] if pattern else names
+
+
+def _entry(name: str) -> _Entry:
+    _ensure_builtin()
+    if name not in _REGISTRY:
+        close = difflib.get_close_matches(name, list(_REGISTRY), n=3, cutoff=0.5)
+        hint = f"; did you mean {', '.join(close)}?" if close else f"; registered: {', '.join(sorted(_REGISTRY))}"
+        raise ValueError(f"unknown model {name!r}{hint}")
+    return _REGISTRY[name]
+
+
+def get_card(
+    name: str,
+    *,
+    num_classes: int = 10,
+    stem: str = "cifar",
+    width: int | None = None,
+    inhibition: str | None = None,
+    inhibition_strength: float = 1.0,
+    mean: tuple[float, float, float] | None = None,
+    std: tuple[float, float, float] | None = None,
+    input_size: int | None = None,
+) -> ModelCard:
+    """The card a model built with these arguments carries.
+
+    Raises:
+        ValueError: for an unknown name (with suggestions), stem or inhibition mode.
+    """
+    entry = _entry(name)
+    if stem not in entry.stems:
+        raise ValueError(f"model {name!r} has no {stem!r} stem (choose one of {', '.join(entry.stems)})")
+    if entry.first_layer == "pushpull":
+        inhibition = inhibition or entry.default_inhibition
+        if inhibition not in ("fixed", "trainable"):
+            raise ValueError(f"inhibition must be 'fixed' or 'trainable', got {inhibition!r}")
+    elif inhibition is not None:
+        raise ValueError(f"model {name!r} has a plain conv stem; inhibition={inhibition!r} does not apply")
+    default_mean, default_std = DEFAULT_NORMALISATION[stem]
+    return ModelCard(
+        name=name,
+        architecture=entry.architecture,
+        stem=stem,
+        first_layer=entry.first_layer,
+        avg_kernel_size=entry.avg_kernel_size,
+        inhibition=inhibition,
+        input_size=int(input_size or INPUT_SIZE[stem]),
+        mean=tuple(float(v) for v in (mean or default_mean)),
+        std=tuple(float(v) for v in (std or default_std)),
+        num_classes=int(num_classes),
+        width=int(width or entry.default_width),
+        paper=entry.paper,
+        inhibition_strength=float(inhibition_strength) if inhibition == "fixed" else None,
+    )
+
+
+def build_from_card(card: ModelCard) -> nn.Module:
+    """Build the (randomly initialised) model a card describes and attach the card as ``model.card``."""
+    entry = _entry(card.name)
+    model = entry.builder(
+        num_classes=card.num_classes,
+        stem=card.stem,
+        width=card.width,
+        inhibition=card.inhibition,
+        inhibition_strength=card.inhibition_strength if card.inhibition_strength is not None else 1.0,
+    )
+    model.card = card
+    return model
+
+
+def infer_width(name: str, state_dict: dict) -> int | None:
+    """The base width a state_dict was trained with, when the model's builder can tell."""
+    entry = _entry(name)
+    return entry.infer_width(state_dict) if entry.infer_width else None

@@ -215,3 +215,18 @@ def test_undefined_relative_mce_empties_only_that_column():
     (row,) = board.rows
     assert row.mce is not None and row.relative_mce is None
     assert "relative mCE undefined" in row.note and "brightness" in row.note
+
+
+def test_rerender_replaces_files_and_drops_stale_pages(tmp_path):
+    from robustbench_pp.report import render_report, write_report
+
+    out = tmp_path / "reports"
+    first = [_table("resnet18", 0.1, 0.08), _table("old_model", 0.2, 0.1)]
+    write_report(render_report(first, {"fashion-mnist-c": None})[1], out)
+    (out / "notes.txt").write_text("mine")
+    assert len(list(out.glob("model-*.html"))) == 2 and (out / "compare-fashion-mnist-c.html").exists()
+    write_report(render_report(first[:1], {"fashion-mnist-c": None})[1], out)
+    assert [p.name.split("-")[1] for p in out.glob("model-*.html")] == ["resnet18"]
+    assert not (out / "compare-fashion-mnist-c.html").exists()  # one model: nothing to compare
+    assert (out / "notes.txt").read_text() == "mine"  # files the report did not make are left alone
+    assert "old_model" not in (out / "leaderboard.csv").read_text()

@@ -213,7 +213,8 @@ def write_report(files: Mapping[str, bytes], out_dir: str | os.PathLike) -> Path
     """Move rendered files into ``out_dir`` (created if needed), ``index.html`` last.
 
     Files are first written to a staging folder inside ``out_dir`` (same file system, so
-    each ``os.replace`` is atomic); the staging folder is removed whatever happens.
+    each ``os.replace`` is atomic); the staging folder is removed whatever happens. Model
+    and comparison pages of an earlier report that this one does not contain are deleted.
 
     Returns:
         The path of ``index.html`` (or of ``out_dir`` when there is no index).
@@ -231,6 +232,11 @@ def write_report(files: Mapping[str, bytes], out_dir: str | os.PathLike) -> Path
                 os.fsync(handle.fileno())
         for name in sorted(files, key=lambda n: n == "index.html"):
             os.replace(staging / name, out / name)
+        # Pages of an earlier report whose runs are gone: nothing links to them any more, and
+        # left in place they would pass for part of this report.
+        for stale in [*out.glob("model-*.html"), *out.glob("compare-*.html")]:
+            if stale.name not in files:
+                stale.unlink()
     finally:
         shutil.rmtree(staging, ignore_errors=True)
     return out / "index.html" if "index.html" in files else out

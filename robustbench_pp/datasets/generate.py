@@ -46,6 +46,9 @@ from robustbench_pp.datasets.specs import DatasetSpec, get_dataset
 from robustbench_pp.names import ALL_CORRUPTIONS
 
 PARTIAL_DIR = ".partial"
+# The --limit subset is drawn with this fixed seed, not the corruption seed, so that sets
+# generated with different corruption seeds hold the same images and stay comparable.
+SUBSET_SEED = 0
 # Cache the clean set in memory below this size (every 32 px set; not cifar10-c-224 or ImageNet).
 _CACHE_LIMIT_BYTES = 512 << 20
 # Parameters that must be identical to resume into an existing folder.
@@ -205,6 +208,7 @@ def _new_manifest(spec: DatasetSpec, source: CleanSource, seed: int, severities,
             "preset": spec.preset,
             "severities": list(severities),
             "limit": limit,
+            "subset_seed": SUBSET_SEED if limit is not None else None,
             "indices_sha256": hashlib.sha256(indices_blob).hexdigest(),
             "image_size": spec.image_size,
             "layout": spec.layout,
@@ -260,7 +264,8 @@ def generate(name, *, out, source_root=None, corruptions=None, severities=None, 
         seed: corruption seed (recorded; same seed -> bit-identical files).
         device: where the corruption kernels run ("cpu" or "cuda").
         batch_size: images per corruption call (default 1000 at 32 px, 64 at 224 px).
-        limit: keep a seeded, class-balanced subset of this many images (recorded).
+        limit: keep a class-balanced subset of this many images, drawn with ``SUBSET_SEED``
+            (recorded in the manifest).
         workers: processes corrupting cells in parallel (1 = in this process).
         threads: torch threads per process.
         progress: show a tqdm bar with images/s.
@@ -286,7 +291,7 @@ def generate(name, *, out, source_root=None, corruptions=None, severities=None, 
     torch.set_num_threads(threads)
     source = open_clean_source(spec, source_root)
     if limit is not None and limit < source.num_images:
-        source_indices = balanced_subset(source.labels, limit, seed)
+        source_indices = balanced_subset(source.labels, limit, SUBSET_SEED)
     else:
         source_indices, limit = np.arange(source.num_images, dtype=np.int64), None
     folder = Path(out) / spec.name

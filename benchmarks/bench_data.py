@@ -1,0 +1,111 @@
+"""Benchmark the data pipeline: reading released-format cells and generating fashion-mnist-c.
+
+Targets (issue 5, on the 2-core CPU of the build machine):
+
+- reading a released-format CIFAR-10-C cell into uint8 batches: >= 50,000 images/s;
+- generating fashion-mnist-c (10000 test images x 15 corruptions x 5 severities): <= 3 minutes.
+
+Usage::
+
+    OMP_WAIT_POLICY=PASSIVE python benchmarks/bench_data.py            # read + 1000-image generation, extrapolated
+    OMP_WAIT_POLICY=PASSIVE python benchmarks/bench_data.py --full     # time the full 15x5x10000 generation
+    OMP_WAIT_POLICY=PASSIVE python benchmarks/bench_data.py --workers 2
+
+The read benchmark writes a CIFAR-10-C format file (10000 images x 5 severity blocks, the
+real Fashion-MNIST test images) to a temporary folder; it reports the first pass (page
+cache cold for this file only if it was evicted) and the best of three warm passes.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import os
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+
+import numpy as np  # noqa: E402
+import torch  # noqa: E402
+
+from robustbench_pp.datasets import generate, get_dataset, open_benchmark  # noqa: E402
+from robustbench_pp.datasets.sources import load_fashion_mnist  # noqa: E402
+from robustbench_pp.names import CORRUPTIONS  # noqa: E402
+
+
+def bench_read(folder: Path, batch_size: int) -> None:
+    images, labels = load_fashion_mnist(split="test")
+    np.save(folder / "fog.npy", np.concatenate([images] * 5))
+    np.save(folder / "labels.npy", np.tile(labels, 5))
+    spec = dataclasses.replace(get_dataset("cifar10-c"), source="fashion-mnist", source_env="FASHION_MNIST_ROOT",
+                               default_source_root=str(Path("/usr/share/datasets/fashion-mnist")))
+    data = open_benchmark(spec, data_root=folder)
+    permutation = np.random.default_rng(0).permutation(data.num_images)
+    for label, indices in (("in order", None), ("random permutation (indices=)", permutation)):
+        rates = []
+        for _ in range(4):
+            start = time.perf_counter()
+            count = 0
+            checksum = 0
+            for batch, batch_labels in data.batches("fog", 3, batch_size=batch_size, indices=indices):
+                assert batch.dtype == torch.uint8 and batch.shape[1:] == (3, 32, 32)
+                count += len(batch)
+                checksum += int(batch[0, 0, 16, 16])  # touch the data
+            rates.append(count / (time.perf_counter() - start))
+        print(f"read CIFAR-10-C cell ({label}, batch {batch_size}): first pass {rates[0]:,.0f} img/s, "
+              f"best warm {max(rates[1:]):,.0f} img/s  (target >= 50,000)")
+
+
+def bench_generate(folder: Path, limit: int | None, workers: int) -> None:
+    start = time.perf_counter()
+    report = generate("fashion-mnist-c", out=folder, corruptions=CORRUPTIONS, limit=limit, workers=workers,
+                      progress=True)
+    seconds = time.perf_counter() - start
+    images = report.images_written
+    full = 10000 * len(CORRUPTIONS) * 5
+    print(f"generate fashion-mnist-c, 15 corruptions x 5 severities x {limit or 10000} images, workers={workers}: "
+          f"{seconds:.1f} s, {images / seconds:,.0f} img/s, {report.bytes_on_disk / 1e6:.0f} MB")
+    if limit is not None:
+        print(f"  extrapolated to the full set ({full:,} images): {full / (images / seconds) / 60:.1f} min "
+              "(target <= 3 min)")
+
+
+def bench_per_corruption(count: int) -> None:
+    from robustbench_pp.corruptions import corrupt
+
+    images, _ = load_fashion_mnist(split="test")
+    batch = images[:count]
+    total = 0.0
+    for name in CORRUPTIONS:
+        start = time.perf_counter()
+        corrupt(batch, name, 3, preset="cifar", seed=0)
+        seconds = time.perf_counter() - start
+        total += seconds
+        print(f"  {name:18s} {count / seconds:8,.0f} img/s")
+    print(f"  => 15x5x10000 at severity-3 speed, one process: {total * 5 * 10000 / count / 60:.1f} min")
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--full", action="store_true", help="generate the full 10000-image set (minutes)")
+    parser.add_argument("--limit", type=int, default=1000, help="images for the quick generation run")
+    parser.add_argument("--workers", type=int, default=1)
+    parser.add_argument("--batch-size", type=int, default=1000)
+    parser.add_argument("--skip-generate", action="store_true")
+    args = parser.parse_args(argv)
+    torch.set_num_threads(1)
+    print(f"torch {torch.__version__}, {os.cpu_count()} CPUs, torch threads {torch.get_num_threads()}")
+    with tempfile.TemporaryDirectory(prefix="bench_data_") as tmp:
+        bench_read(Path(tmp), args.batch_size)
+        if not args.skip_generate:
+            print("corruption engine speed, cifar preset, 32 px, severity 3:")
+            bench_per_corruption(1000)
+            bench_generate(Path(tmp) / "gen", None if args.full else args.limit, args.workers)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

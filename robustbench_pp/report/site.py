@@ -187,6 +187,7 @@ def render_report(
         files[name] = environment.get_template("compare.html").render(
             title=f"Comparison on {dataset}", dataset=dataset, tables=group, base=base,
             comparison=_comparison(group, base), plot=plots.comparison_bars(group), compare_pages=compare_pages,
+            has_extra=any(n in t.errors for t in group for n in EXTRA_CORRUPTIONS),
         ).encode("utf-8")
     rows_by_page = {r.page: r for r in board.rows if r.page}
     for index, table in enumerate(tables):
@@ -197,6 +198,7 @@ def render_report(
             reference=reference, ce=ce, cell_rows=_cell_rows(table), provenance=provenance_items(table),
             heatmap=plots.error_heatmap(table), curves=plots.severity_curves(table),
             bars=plots.corruption_bars(table, ce), compare_pages=compare_pages,
+            has_extra=any(r.corruption in EXTRA_CORRUPTIONS for r in table.records),
             notes=board.notes.get(table.dataset, ()),
         ).encode("utf-8")
     citations = sorted({r.citation for r in board.rows if r.citation})

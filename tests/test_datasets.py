@@ -271,6 +271,10 @@ def test_on_the_fly_serves_every_cell_and_records_its_mode():
     # Any order or subset reproduces the same images (randomness keyed by the image index).
     (again, _), = data.batches("gaussian_noise", 5, batch_size=64, indices=[40, 2, 3], num_workers=0)
     assert torch.equal(again, noisy[[40, 2, 3]])
+    # The GPU path (clean uint8 to the device, corruption there) gives the same images.
+    (on_device, _), = data.batches("gaussian_noise", 5, batch_size=64, indices=[40, 2, 3], num_workers=0,
+                                   corrupt_on="device")
+    assert torch.equal(on_device, again)
     other = open_benchmark("fashion-mnist-c", on_the_fly=True, seed=4, corruptions=["gaussian_noise"], severities=[5])
     assert other.fingerprint() != data.fingerprint()
     jpeg = open_benchmark("fashion-mnist-c", on_the_fly=True, seed=3, jpeg_roundtrip=True,
@@ -297,3 +301,41 @@ def test_manifest_guards_a_tampered_generated_file(tmp_path):
     (folder / "brightness.npy").write_bytes(bytes(raw[:-10]))
     with pytest.raises(ManifestError, match=r"brightness\.npy does not match .*manifest\.json"):
         open_benchmark("fashion-mnist-c", data_root=folder)
+
+
+@needs_fashion_mnist
+def test_published_checksums_reject_a_file_that_is_not_the_release(cifar_fixture):
+    from robustbench_pp.datasets import verify_release_checksums
+
+    root, _, _ = cifar_fixture
+    data = open_benchmark(tiny_cifar_spec(COUNT), data_root=root / "cifar10-c", source_root=root / "source")
+    with pytest.raises(ManifestError, match=r"fog\.npy: MD5 [0-9a-f]{32} differs from the published 7b397314"):
+        verify_release_checksums(data.spec, root / "cifar10-c", ["fog.npy"])
+    with pytest.raises(ValueError, match="no published checksums"):
+        verify_release_checksums(get_dataset("fashion-mnist-c"), root)
+
+
+def test_cifar10_c_224_upsamples_bicubically(tmp_path):
+    from PIL import Image
+
+    rng = np.random.default_rng(1)
+    images = rng.integers(0, 256, (4, 32, 32, 3), dtype=np.uint8)
+    write_cifar_folder(tmp_path, images, np.arange(4))
+    spec = dataclasses.replace(get_dataset("cifar10-c-224"), num_images=4)
+    upsampled = open_clean_source(spec, tmp_path).images([2])
+    assert upsampled.shape == (1, 224, 224, 3)
+    np.testing.assert_array_equal(upsampled[0], np.asarray(Image.fromarray(images[2]).resize((224, 224),
+                                                                                             Image.BICUBIC)))
+    data = open_benchmark(spec, source_root=tmp_path, on_the_fly=True, corruptions=["brightness"], severities=[1])
+    (batch, labels), = data.batches("brightness", 1, batch_size=4, num_workers=0)
+    assert batch.shape == (4, 3, 224, 224) and labels.tolist() == [0, 1, 2, 3]
+    assert data.describe()["preset"] == "imagenet"
+
+
+def test_downloads_are_explicit_and_licensed_sources_refuse(tmp_path):
+    from robustbench_pp.datasets import download_source
+
+    with pytest.raises(ValueError, match="licensed"):
+        download_source(get_dataset("imagenet-c"), tmp_path)
+    with pytest.raises(ValueError, match="dataset-fashion-mnist"):
+        download_source(get_dataset("fashion-mnist-c"), tmp_path)

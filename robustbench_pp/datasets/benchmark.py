@@ -189,18 +189,26 @@ class _OnTheFlyReader:
     jpeg_quality: int
 
     def __call__(self, positions: np.ndarray) -> np.ndarray:
+        return self.apply(self.source.images(self.source_indices[positions]), positions)
+
+    def apply(self, images, positions: np.ndarray):
+        """Corrupt clean images (numpy N×H×W×3, or a torch N×3×H×W batch on any device)."""
         from robustbench_pp.corruptions import corrupt, jpeg_roundtrip
 
         source_indices = self.source_indices[positions]
-        images = self.source.images(source_indices)
-        out = np.empty_like(images)
+        pieces = []
         # The randomness of image i depends on its source index only: corrupt each run of
         # consecutive source indices with the matching offset, so any subset or order
         # reproduces the images of one full pass (and of the generated files).
         for start, stop in _contiguous_runs(source_indices):
-            out[start:stop] = corrupt(images[start:stop], self.corruption, self.severity,
-                                      preset=self.source.spec.preset, seed=self.seed,
-                                      index_offset=int(source_indices[start]))
+            pieces.append(corrupt(images[start:stop], self.corruption, self.severity, preset=self.source.spec.preset,
+                                  seed=self.seed, index_offset=int(source_indices[start])))
+        if isinstance(images, np.ndarray):
+            out = np.concatenate(pieces) if len(pieces) != 1 else pieces[0]
+        else:
+            import torch
+
+            out = torch.cat(pieces) if len(pieces) != 1 else pieces[0]
         if self.jpeg_roundtrip:
             out = jpeg_roundtrip(out, quality=self.jpeg_quality)
         return out
@@ -273,7 +281,7 @@ class BenchmarkData:
             ) from None
 
     def batches(self, corruption: str, severity: int, *, batch_size: int, indices=None, device="cpu",
-                pin_memory: bool = False, num_workers: int | None = None) -> Iterator:
+                pin_memory: bool = False, num_workers: int | None = None, corrupt_on: str = "auto") -> Iterator:
         """Yield ``(images uint8 B×3×H×W, labels int64 B)`` for one cell.
 
         Args:
@@ -284,6 +292,9 @@ class BenchmarkData:
             pin_memory: pin host batches before the copy (only with a CUDA device).
             num_workers: worker processes building batches (JPEG decoding, on-the-fly
                 corruption); default 0 for memory-mapped npy cells, else min(4, CPUs).
+            corrupt_on: on-the-fly only: "host" corrupts in the loader (worker processes),
+                "device" moves clean uint8 images to ``device`` and corrupts them there;
+                "auto" picks "device" for a non-CPU device.
 
         Raises:
             ValueError: unknown cell, bad indices or batch size.
@@ -304,6 +315,12 @@ class BenchmarkData:
             num_workers = 0 if isinstance(reader, (_NpyCellReader, _CleanReader)) and self.clean_is_array() \
                 else min(4, os.cpu_count() or 1)
         device = torch.device(device)
+        if corrupt_on not in ("auto", "host", "device"):
+            raise ValueError(f"corrupt_on must be 'auto', 'host' or 'device', got {corrupt_on!r}")
+        on_device = None
+        if isinstance(reader, _OnTheFlyReader) and (corrupt_on == "device" or (corrupt_on == "auto"
+                                                                                and device.type != "cpu")):
+            on_device, reader = reader, _CleanReader(reader.source, reader.source_indices)
         pin = pin_memory and device.type == "cuda"
         dataset = _BatchDataset(chunks, reader, self.labels)
         if num_workers == 0:
@@ -311,12 +328,14 @@ class BenchmarkData:
         else:
             source = torch.utils.data.DataLoader(dataset, batch_size=None, shuffle=False, num_workers=num_workers,
                                                  worker_init_fn=_init_worker, prefetch_factor=2, pin_memory=pin)
-        for images, labels in source:
+        for positions, (images, labels) in zip(chunks, source):
             if device.type != "cpu":
                 if pin and not images.is_pinned():
                     images, labels = images.pin_memory(), labels.pin_memory()
                 images = images.to(device, non_blocking=pin)
                 labels = labels.to(device, non_blocking=pin)
+            if on_device is not None:
+                images = on_device.apply(images, positions)
             yield images, labels
 
     def clean_is_array(self) -> bool:

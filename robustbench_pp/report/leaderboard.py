@@ -313,7 +313,7 @@ def leaderboard_markdown(board: Leaderboard) -> str:
         | fashion-mnist-c | resnet18 | measured | 8.10 | 95.20 | ... |
     """
     header = ["dataset", "model", "source", "E (%)", "mCE (%)", "relative mCE (%)", "unnorm. mean error (%)",
-              f"R_net (%){' vs ' + board.baseline if board.baseline else ''}", "mean ECE (%)", "#images"]
+              f"R_net from unnorm. error (%){' vs ' + board.baseline if board.baseline else ''}", "mean ECE (%)", "#images"]
     lines = ["| " + " | ".join(_markdown_cell(h) for h in header) + " |", "|" + "---|" * len(header)]
     for row in board.rows:
         cells = [

@@ -91,6 +91,19 @@ def report(results_paths, baseline, reference_choices, reported_files, out_dir, 
     click.echo(f"report: {index} ({len(board.rows)} leaderboard rows, {len(rendered)} files)")
 
 
+def _headline(new, old) -> str:
+    """E and the unnormalised mean error, reference -> new (in %), for the CI log."""
+    from robustbench_pp.metrics import CORRUPTIONS, unnormalized_mean_error
+
+    def pct(value):
+        return "—" if value is None else f"{100 * value:.2f}"
+
+    parts = [f"{new.label} on {new.dataset} ({new.num_images} images per cell): E {pct(old.clean_error)} -> {pct(new.clean_error)}"]
+    if all(c in new.errors and c in old.errors for c in CORRUPTIONS):
+        parts.append(f"unnormalised mean error {pct(unnormalized_mean_error(old.errors))} -> {pct(unnormalized_mean_error(new.errors))}")
+    return "; ".join(parts) + " (reference -> new, %)"
+
+
 @click.command()
 @click.argument("results_file", metavar="RESULTS", type=click.Path(dir_okay=False))
 @click.option("--against", "reference_file", required=True, type=click.Path(dir_okay=False),
@@ -124,6 +137,7 @@ def check(results_file, reference_file, tolerance_cell, tolerance_mce, ci_aware,
         for reason in outcome.incomparable:
             click.echo(f"  - {reason}", err=True)
         sys.exit(outcome.exit_code)
+    click.echo(_headline(new, old))
     for note in outcome.notes:
         click.echo(f"note: {note}")
     if outcome.regressions:

@@ -510,7 +510,7 @@ def open_benchmark(name, *, data_root=None, source_root=None, on_the_fly: bool =
     return _open_jpeg(spec, root, source_root, manifest, clean, clean_error, corruptions, severities)
 
 
-def _generated_indices(manifest: dict, clean: CleanSource | None, root: Path) -> np.ndarray:
+def _generated_indices(manifest: dict, root: Path) -> np.ndarray:
     indices = manifest.get("indices")
     if indices is None:
         return np.arange(manifest["num_images"], dtype=np.int64)
@@ -542,7 +542,7 @@ def _complete_corruptions(spec, root, manifest, corruptions, present) -> list[st
 
 def _open_npy(spec, root, source_root, manifest, clean, clean_error, corruptions, severities) -> BenchmarkData:
     if manifest is not None:
-        source_indices = _generated_indices(manifest, clean, root)
+        source_indices = _generated_indices(manifest, root)
         stored_severities = tuple(manifest["parameters"]["severities"])
         for relpath, entry in manifest["files"].items():
             if not entry_is_complete(root, relpath, entry):
@@ -578,7 +578,7 @@ def _open_jpeg(spec, root, source_root, manifest, clean, clean_error, corruption
     present = jpeg_corruptions_present(root)
     selected = _complete_corruptions(spec, root, manifest, corruptions, present)
     if manifest is not None:
-        source_indices = _generated_indices(manifest, clean, root)
+        source_indices = _generated_indices(manifest, root)
         for severity in severities:
             if severity not in manifest["parameters"]["severities"]:
                 raise LayoutError(f"{root} was generated with severities {manifest['parameters']['severities']}, "

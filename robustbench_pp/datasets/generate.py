@@ -19,6 +19,7 @@ full test set, also under ``--limit``), so generated cells equal on-the-fly cell
 from __future__ import annotations
 
 import datetime as _dt
+import hashlib
 import json
 import os
 import shutil
@@ -193,8 +194,6 @@ def _new_manifest(spec: DatasetSpec, source: CleanSource, seed: int, severities,
     from robustbench_pp import __version__
 
     indices_blob = np.ascontiguousarray(source_indices, dtype=np.int64).tobytes()
-    import hashlib
-
     return {
         "format": MANIFEST_FORMAT,
         "format_version": MANIFEST_VERSION,
@@ -362,6 +361,13 @@ def generate(name, *, out, source_root=None, corruptions=None, severities=None, 
         else:
             import multiprocessing
 
+            from robustbench_pp.corruptions import corrupt
+
+            # Warm the engine here (imports, texture caches) so that forked workers inherit it
+            # instead of each paying for it.
+            probe = cache[:1] if cache is not None else source.images(source_indices[:1])
+            for corruption in {task[0] for task in tasks}:
+                corrupt(probe, corruption, severities[0], preset=spec.preset, seed=seed)
             context = multiprocessing.get_context("fork")
             with ProcessPoolExecutor(workers, mp_context=context, initializer=_init_worker,
                                      initargs=(source, cache, threads)) as pool:

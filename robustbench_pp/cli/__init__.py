@@ -16,6 +16,7 @@ from robustbench_pp import __version__
 # Module (relative to this package) -> names of the click commands it defines.
 _COMMAND_MODULES: dict[str, tuple[str, ...]] = {
     "metrics_cmd": ("metrics",),
+    "corrupt_cmd": ("corrupt-gallery",),
     "data_cmd": ("datasets", "generate"),
     "models_cmd": ("models", "train"),
     "report_cmd": ("report", "check"),

@@ -265,10 +265,7 @@ _EMBOSS = torch.tensor([[-2.0, -1.0, 0.0], [-1.0, 1.0, 1.0], [0.0, 1.0, 2.0]])
 def _water_mask(liquid, intensity):
     """Water-drop shading: distance to the drop edges, equalised and embossed (OpenCV pipeline)."""
     liquid8 = torch.floor(liquid.clamp(0, 1) * 255)
-    inside = liquid8 > 0
-    # Edges: drop pixels with a dry 4-neighbour (Canny's thin edge of a step, on the drop side).
-    dry = ~_ops.pad2d(inside.to(torch.float32), 1, "nearest").bool()
-    edge = inside & (dry[..., :-2, 1:-1] | dry[..., 2:, 1:-1] | dry[..., 1:-1, :-2] | dry[..., 1:-1, 2:])
+    edge = _canny(liquid8, low=50, high=150)
     dist = _edge_distance(edge, cap=20).clamp(max=20)
     dist = torch.floor(_ops.box3(dist))
     dist = _equalize_histogram(dist)
@@ -277,6 +274,40 @@ def _water_mask(liquid, intensity):
     m = liquid8 * dist
     m = m / m.amax(dim=(1, 2, 3), keepdim=True).clamp_min(1e-12)
     return m * intensity
+
+
+_SOBEL_X = torch.tensor([[-1.0, 0.0, 1.0], [-2.0, 0.0, 2.0], [-1.0, 0.0, 1.0]])
+
+
+def _canny(levels, low, high):
+    """OpenCV's Canny (3×3 Sobel, L1 magnitude, non-maximum suppression, hysteresis), batched."""
+    padded = _ops.pad2d(levels, 1, "nearest")
+    gx = F.conv2d(padded, _SOBEL_X.to(levels)[None, None])
+    gy = F.conv2d(padded, _SOBEL_X.T.contiguous().to(levels)[None, None])
+    mag = gx.abs() + gy.abs()
+    m = F.pad(mag, (1, 1, 1, 1))  # zero magnitude outside the image
+    h, w = levels.shape[-2:]
+
+    def at(dy, dx):
+        return m[..., 1 + dy : 1 + dy + h, 1 + dx : 1 + dx + w]
+
+    ax, ay = gx.abs(), gy.abs()
+    horizontal = ay < ax * 0.4142135623730951
+    vertical = ay > ax * 2.414213562373095
+    s = torch.where((gx < 0) ^ (gy < 0), -1, 1)
+    keep_h = (mag > at(0, -1)) & (mag >= at(0, 1))
+    keep_v = (mag > at(-1, 0)) & (mag >= at(1, 0))
+    diag_a = (mag > at(-1, -1)) & (mag > at(1, 1))  # s = 1
+    diag_b = (mag > at(-1, 1)) & (mag > at(1, -1))  # s = -1
+    keep_d = torch.where(s > 0, diag_a, diag_b)
+    maxima = (mag > low) & torch.where(horizontal, keep_h, torch.where(vertical, keep_v, keep_d))
+    edge = maxima & (mag > high)
+    for _ in range(64):  # hysteresis: grow strong edges through 8-connected weak maxima
+        grown = maxima & (F.max_pool2d(edge.to(levels), 3, stride=1, padding=1) > 0)
+        if torch.equal(grown, edge):
+            break
+        edge = grown
+    return edge
 
 
 def _edge_distance(edge, cap):

@@ -144,18 +144,28 @@ class _Exploit:
         return (open, (self.target, "w"))
 
 
-def test_malicious_pickle_refused_and_creates_nothing(tmp_path):
+@pytest.mark.parametrize("writer", ["pickle", "torch.save"])
+def test_malicious_pickle_refused_and_creates_nothing(tmp_path, writer):
     target = tmp_path / "pwned.txt"
     bad = tmp_path / "evil.pt"
-    with open(bad, "wb") as handle:
-        pickle.dump({"conv1.weight": torch.zeros(1), "payload": _Exploit(str(target))}, handle)
-    # Sanity: an unrestricted unpickler would create the file.
+    payload = {"conv1.weight": torch.zeros(1), "payload": _Exploit(str(target))}
+    if writer == "pickle":
+        with open(bad, "wb") as handle:
+            pickle.dump(payload, handle)
+    else:
+        torch.save(payload, bad)
     with pytest.raises(CheckpointError, match="refusing to load .*evil.pt.*arbitrary Python code"):
         create_model("resnet18", checkpoint=bad)
-    assert not target.exists()
     with pytest.raises(CheckpointError, match="refusing"):
         load_checkpoint(bad)
     assert not target.exists()
+    # The payload is live: an unrestricted load would have created the file.
+    if writer == "pickle":
+        with open(bad, "rb") as handle:
+            pickle.load(handle)["payload"].close()
+    else:
+        torch.load(bad, weights_only=False)["payload"].close()
+    assert target.exists()
 
 
 def test_mismatch_messages_name_keys_and_cause(tmp_path):

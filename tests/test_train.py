@@ -74,9 +74,18 @@ def test_deterministic_for_a_seed(tiny_fashion, tmp_path):
 
 
 def test_existing_run_needs_resume(tiny_fashion, tmp_path):
-    train(_config(tmp_path / "run"), progress=False)
+    from click.testing import CliRunner
+
+    from robustbench_pp.cli import main
+
+    result = train(_config(tmp_path / "run", epochs=2, eval_every=0), progress=False)
+    assert [h["test_error"] is None for h in result.history] == [True, False]  # eval_every=0: only the last
+    before = file_sha256(tmp_path / "run" / "model.safetensors")
     with pytest.raises(ValueError, match="--resume"):
         train(_config(tmp_path / "run"), progress=False)
+    cli = CliRunner().invoke(main, ["train", "--model", "resnet18_pp3", "--out", str(tmp_path / "run"), "--quiet"])
+    assert cli.exit_code == 1 and "already holds a training run" in cli.output and "Traceback" not in cli.output
+    assert file_sha256(tmp_path / "run" / "model.safetensors") == before  # nothing overwritten
     with pytest.raises(ValueError, match="config differs.*seed saved 5 now 6"):
         train(_config(tmp_path / "run", seed=6), resume=True, progress=False)
 
@@ -114,8 +123,9 @@ def test_killed_run_resumes_to_the_same_weights(tiny_fashion, tmp_path):
     assert 1 <= state["epoch"] < 3, "the run finished before it could be killed; make it longer"
     resumed = _run_cli([*args, "--out", str(killed), "--resume"], env)
     assert resumed.wait() == 0, resumed.stderr.read().decode()
-    straight = _run_cli([*args, "--out", str(tmp_path / "straight")], env)
-    assert straight.wait() == 0, straight.stderr.read().decode()
+    # The uninterrupted reference runs in-process (same single thread): saves a torch start-up.
+    train(TrainConfig(model="resnet18", out=str(tmp_path / "straight"), width=4, limit_train=400, limit_test=20,
+                      batch_size=20, epochs=3, seed=3), progress=False)
     assert file_sha256(killed / "model.safetensors") == file_sha256(tmp_path / "straight" / "model.safetensors")
     card = json.loads((killed / "model.json").read_text())
     assert card["epoch"] == 3 and [h["epoch"] for h in card["metrics"]["history"]] == [1, 2, 3]

@@ -50,6 +50,8 @@ def models(pattern: str | None, stem: str, as_json: bool) -> None:
               help="Train on a seeded class-balanced subset of N images.")
 @click.option("--limit-test", type=click.IntRange(min=1), default=None,
               help="Measure the per-epoch test error on the first N test images only.")
+@click.option("--eval-every", type=click.IntRange(min=0), default=1, show_default=True,
+              help="Measure the test error every N epochs (0: only after the last epoch).")
 @click.option("--width", type=click.IntRange(min=1), default=None, help="Base channel width (default 64).")
 @click.option("--inhibition", type=click.Choice(["fixed", "trainable"]), default=None,
               help="PushPull inhibition mode (default: trainable).")
@@ -65,7 +67,7 @@ def models(pattern: str | None, stem: str, as_json: bool) -> None:
 @click.option("--resume", is_flag=True, help="Continue the run saved in --out.")
 @click.option("--threads", type=click.IntRange(min=1), default=None, help="torch CPU threads (default: torch's).")
 @click.option("--quiet", is_flag=True, help="No progress bar or per-epoch lines.")
-def train(model_name, dataset, augment, recipe, epochs, out, device, seed, limit_train, limit_test, width, inhibition,
+def train(model_name, dataset, augment, recipe, epochs, out, device, seed, limit_train, limit_test, eval_every, width, inhibition,
           batch_size, lr, weight_decay, schedule, jsd, data_root, download, resume, threads, quiet) -> None:
     """Train a registered model and write a checkpoint (safetensors + JSON card) every epoch."""
     import shlex
@@ -80,7 +82,8 @@ def train(model_name, dataset, augment, recipe, epochs, out, device, seed, limit
         torch.set_num_threads(threads)
     config = TrainConfig(
         model=model_name, out=out, dataset=dataset, augment=augment, recipe=recipe, epochs=epochs, seed=seed,
-        width=width, inhibition=inhibition, limit_train=limit_train, limit_test=limit_test, batch_size=batch_size,
+        width=width, inhibition=inhibition, limit_train=limit_train, limit_test=limit_test, eval_every=eval_every,
+        batch_size=batch_size,
         lr=lr, weight_decay=weight_decay, schedule=schedule, jsd=jsd, device=device, data_root=data_root,
         download=download,
     )
@@ -90,5 +93,5 @@ def train(model_name, dataset, augment, recipe, epochs, out, device, seed, limit
         raise click.ClickException(str(exc)) from exc
     last = result.history[-1] if result.history else {}
     click.echo(f"checkpoint: {result.checkpoint}")
-    if last:
+    if last and last["test_error"] is not None:
         click.echo(f"clean test error: {100 * last['test_error']:.2f}% after {last['epoch']} epochs")

@@ -59,6 +59,28 @@ def bench_read(folder: Path, batch_size: int) -> None:
               f"best warm {max(rates[1:]):,.0f} img/s  (target >= 50,000)")
 
 
+def bench_jpeg_read(folder: Path, count: int = 2048) -> None:
+    """Decode a 224 px ImageNet-C style cell (JPEG quality 85) into uint8 batches."""
+    from PIL import Image
+    from skimage import data as samples
+
+    from robustbench_pp.datasets.clean import resize_shorter_center_crop
+
+    photo = resize_shorter_center_crop(Image.fromarray(samples.astronaut()))
+    spec = dataclasses.replace(get_dataset("imagenet-c"), num_classes=1, num_images=count)
+    cell = folder / "imagenet-c" / "fog" / "3" / "n01440764"
+    cell.mkdir(parents=True)
+    for i in range(count):
+        Image.fromarray(np.roll(photo, i, axis=1)).save(cell / f"ILSVRC2012_val_{i:08d}.JPEG", quality=85)
+    data = open_benchmark(spec, data_root=folder / "imagenet-c", source_root=folder / "none", severities=[3])
+    next(data.batches("fog", 3, batch_size=8, num_workers=0))  # first call imports torchvision.io
+    for workers in (0, 1, 2):
+        start = time.perf_counter()
+        seen = sum(len(b) for b, _ in data.batches("fog", 3, batch_size=64, num_workers=workers))
+        print(f"read ImageNet-C style cell (224 px JPEG, batch 64, {workers} workers): "
+              f"{seen / (time.perf_counter() - start):,.0f} img/s")
+
+
 def bench_generate(folder: Path, full: bool, workers: int) -> None:
     """Generate the 10000-image set: all 5 severities with --full, else severity 3 only (x5 extrapolated).
 
@@ -107,6 +129,7 @@ def main(argv=None) -> int:
     print(f"torch {torch.__version__}, {os.cpu_count()} CPUs, torch threads {torch.get_num_threads()}")
     with tempfile.TemporaryDirectory(prefix="bench_data_") as tmp:
         bench_read(Path(tmp), args.batch_size)
+        bench_jpeg_read(Path(tmp))
         if not args.skip_generate:
             print("corruption engine speed, cifar preset, 32 px, severity 3:")
             bench_per_corruption(1000)

@@ -211,6 +211,12 @@ def test_imagenet_missing_severity_and_wrong_size_are_named(tmp_path):
     Image.fromarray(np.zeros((256, 256, 3), np.uint8)).save(first)
     with pytest.raises(LayoutError, match=r"ILSVRC2012_val_00000001\.JPEG is 256x256, expected 224x224"):
         open_benchmark(spec, data_root=root, source_root=source, severities=[1])
+    # Only the first image of a cell is checked up front; the others when they are decoded.
+    later = root / "contrast" / "3" / clean.keys[4]
+    Image.fromarray(np.zeros((200, 224, 3), np.uint8)).save(later)
+    data = open_benchmark(spec, data_root=root, source_root=source, severities=[3])
+    with pytest.raises(LayoutError, match=r"ILSVRC2012_val_00000005\.JPEG is 224x200, expected 224x224"):
+        list(data.batches("contrast", 3, batch_size=6, num_workers=0))
     # A file in another class folder is a label mismatch with the clean source.
     moved = root / "contrast" / "2" / WNIDS[1] / "ILSVRC2012_val_00000001.JPEG"
     (root / "contrast" / "2" / clean.keys[0]).rename(moved)

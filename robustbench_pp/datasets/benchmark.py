@@ -152,21 +152,28 @@ class _JpegCellReader:
     image_size: int
 
     def __call__(self, positions: np.ndarray):
+        import warnings
+
         import torch
         from torchvision.io import ImageReadMode, decode_jpeg, read_file
 
         out = torch.empty((len(positions), 3, self.image_size, self.image_size), dtype=torch.uint8)
-        for slot, position in enumerate(positions):
-            path = self.cell / self.keys[position]
-            try:
-                image = decode_jpeg(read_file(str(path)), mode=ImageReadMode.RGB)
-            except RuntimeError as exc:
-                raise LayoutError(f"cannot decode {path}: {exc}") from exc
-            if image.shape[1:] != (self.image_size, self.image_size):
-                raise LayoutError(f"{path} is {image.shape[2]}x{image.shape[1]}, expected "
-                                  f"{self.image_size}x{self.image_size} (corrupted images are never resized)")
-            out[slot] = image
+        with warnings.catch_warnings():
+            # torchvision 0.29 flags its JPEG codec as deprecated in favour of TorchCodec; it works.
+            warnings.simplefilter("ignore", DeprecationWarning)
+            for slot, position in enumerate(positions):
+                out[slot] = self._decode(self.cell / self.keys[position], decode_jpeg, read_file, ImageReadMode.RGB)
         return out
+
+    def _decode(self, path: Path, decode_jpeg, read_file, mode):
+        try:
+            image = decode_jpeg(read_file(str(path)), mode=mode)
+        except RuntimeError as exc:
+            raise LayoutError(f"cannot decode {path}: {exc}") from exc
+        if image.shape[1:] != (self.image_size, self.image_size):
+            raise LayoutError(f"{path} is {image.shape[2]}x{image.shape[1]}, expected "
+                              f"{self.image_size}x{self.image_size} (corrupted images are never resized)")
+        return image
 
 
 @dataclass
@@ -291,7 +298,8 @@ class BenchmarkData:
             device: where the tensors go (``non_blocking`` when pinned).
             pin_memory: pin host batches before the copy (only with a CUDA device).
             num_workers: worker processes building batches (JPEG decoding, on-the-fly
-                corruption); default 0 for memory-mapped npy cells, else min(4, CPUs).
+                corruption); default 0 for memory-mapped npy cells and single batches, else
+                min(4, CPUs - 1).
             corrupt_on: on-the-fly only: "host" corrupts in the loader (worker processes),
                 "device" moves clean uint8 images to ``device`` and corrupts them there;
                 "auto" picks "device" for a non-CPU device.
@@ -312,8 +320,11 @@ class BenchmarkData:
                 raise ValueError(f"indices must lie in [0, {self.num_images}), got {positions.min()}..{positions.max()}")
         chunks = [positions[i : i + batch_size] for i in range(0, len(positions), batch_size)]
         if num_workers is None:
-            num_workers = 0 if isinstance(reader, (_NpyCellReader, _CleanReader)) and self.clean_is_array() \
-                else min(4, os.cpu_count() or 1)
+            # Memory-mapped npy cells and in-memory clean sets are read faster than workers
+            # start; a single batch gains nothing from them either.
+            cheap = isinstance(reader, (_NpyCellReader, _CleanReader)) and self.clean_is_array()
+            # Leave one core to the main process (model, transfers): on 2 cores, one worker.
+            num_workers = 0 if cheap or len(chunks) <= 1 else min(4, (os.cpu_count() or 1) - 1)
         device = torch.device(device)
         if corrupt_on not in ("auto", "host", "device"):
             raise ValueError(f"corrupt_on must be 'auto', 'host' or 'device', got {corrupt_on!r}")

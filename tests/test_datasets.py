@@ -38,6 +38,12 @@ COUNT = 300
 CORRUPTIONS = ("gaussian_noise", "fog")
 
 
+
+@pytest.fixture(autouse=True)
+def _private_hash_cache(tmp_path, monkeypatch):
+    """Keep the sha256 cache of released files out of the user's ~/.cache."""
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+
 @pytest.fixture(scope="module")
 def cifar_fixture(tmp_path_factory):
     """A CIFAR-10 pickle folder of 300 Fashion-MNIST images and a released-format npy set from it."""
@@ -345,3 +351,25 @@ def test_downloads_are_explicit_and_licensed_sources_refuse(tmp_path):
         download_source(get_dataset("imagenet-c"), tmp_path)
     with pytest.raises(ValueError, match="dataset-fashion-mnist"):
         download_source(get_dataset("fashion-mnist-c"), tmp_path)
+
+
+@needs_fashion_mnist
+def test_fingerprints_change_with_the_data_and_cells_keep_their_own(cifar_fixture, tmp_path):
+    root, images, labels = cifar_fixture
+    spec = tiny_cifar_spec(COUNT)
+    both = open_benchmark(spec, data_root=root / "cifar10-c", source_root=root / "source")
+    fog_only = open_benchmark(spec, data_root=root / "cifar10-c", source_root=root / "source", corruptions=["fog"])
+    assert both.fingerprint() != fog_only.fingerprint()  # the opened selection differs
+    assert both.cell_fingerprint("fog", 2) == fog_only.cell_fingerprint("fog", 2)
+    assert both.cell_fingerprint("fog", 2) != both.cell_fingerprint("fog", 3)
+    assert both.cell_fingerprint("clean", 0) == fog_only.cell_fingerprint("clean", 0)
+    altered = write_released_npy(tmp_path / "c", images, labels, CORRUPTIONS)
+    cells = np.load(altered / "fog.npy")
+    cells[0, 0, 0, 0] ^= 1
+    np.save(altered / "fog.npy", cells)
+    changed = open_benchmark(spec, data_root=altered, source_root=root / "source")
+    assert changed.fingerprint() != both.fingerprint()
+    assert changed.cell_fingerprint("gaussian_noise", 1) == both.cell_fingerprint("gaussian_noise", 1)
+    assert changed.cell_fingerprint("fog", 1) != both.cell_fingerprint("fog", 1)
+    with pytest.raises(ValueError, match="not available"):
+        both.cell_fingerprint("snow", 1)

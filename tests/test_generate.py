@@ -25,6 +25,13 @@ def _cell(data, corruption, severity, indices=None):
     return torch.cat(images)
 
 
+
+@pytest.fixture(autouse=True)
+def _private_hash_cache(tmp_path, monkeypatch):
+    """Keep the sha256 cache of released files out of the user's ~/.cache."""
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+
+
 def test_balanced_subset_is_seeded_and_class_balanced():
     labels = np.repeat(np.arange(10), 100)
     subset = balanced_subset(labels, 95, seed=1)

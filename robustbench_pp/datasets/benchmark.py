@@ -296,7 +296,8 @@ class BenchmarkData:
             batch_size: images per batch (the last one may be smaller).
             indices: positions to read, in the given order (default: all, in order).
             device: where the tensors go (``non_blocking`` when pinned).
-            pin_memory: pin host batches before the copy (only with a CUDA device).
+            pin_memory: pin host batches (when CUDA is available) so that the copy to the
+                GPU, here or by the caller, is asynchronous.
             num_workers: worker processes building batches (JPEG decoding, on-the-fly
                 corruption); default 0 for memory-mapped npy cells and single batches, else
                 min(4, CPUs - 1).
@@ -332,7 +333,8 @@ class BenchmarkData:
         if isinstance(reader, _OnTheFlyReader) and (corrupt_on == "device" or (corrupt_on == "auto"
                                                                                 and device.type != "cpu")):
             on_device, reader = reader, _CleanReader(reader.source, reader.source_indices)
-        pin = pin_memory and device.type == "cuda"
+        # Pinned host batches serve a later copy too (callers that move batches themselves).
+        pin = pin_memory and torch.cuda.is_available()
         dataset = _BatchDataset(chunks, reader, self.labels)
         if num_workers == 0:
             source = (dataset[k] for k in range(len(dataset)))
@@ -340,9 +342,9 @@ class BenchmarkData:
             source = torch.utils.data.DataLoader(dataset, batch_size=None, shuffle=False, num_workers=num_workers,
                                                  worker_init_fn=_init_worker, prefetch_factor=2, pin_memory=pin)
         for positions, (images, labels) in zip(chunks, source):
+            if pin and not images.is_pinned():
+                images, labels = images.pin_memory(), labels.pin_memory()
             if device.type != "cpu":
-                if pin and not images.is_pinned():
-                    images, labels = images.pin_memory(), labels.pin_memory()
                 images = images.to(device, non_blocking=pin)
                 labels = labels.to(device, non_blocking=pin)
             if on_device is not None:
@@ -372,17 +374,42 @@ class BenchmarkData:
             self._fingerprint = digest.hexdigest()
         return self._fingerprint
 
-    def _file_hashes(self) -> list[tuple[str, str]]:
+    def cell_fingerprint(self, corruption: str, severity: int) -> str:
+        """sha256 hex identifying one cell's data: unchanged when other cells are added to or
+        left out of the opened set (a finer identity than :meth:`fingerprint`).
+
+        Raises:
+            ValueError: the cell is not available.
+        """
+        self._reader(corruption, severity)  # raises for an unknown cell
+        digest = hashlib.sha256(f"{self.spec.name}|{self.mode}|{corruption}|{severity}\n".encode())
+        digest.update(np.ascontiguousarray(self.source_indices).tobytes())
+        if (corruption, severity) == (CLEAN, CLEAN_SEVERITY):
+            digest.update(self.clean.fingerprint().encode())
+        elif self.mode == "on-the-fly":
+            from robustbench_pp import __version__
+
+            payload = {"spec": self.spec.to_dict(), "seed": self.seed, "jpeg_roundtrip": self.jpeg_roundtrip,
+                       "package_version": __version__, "clean": self.clean.fingerprint()}
+            digest.update(json.dumps(payload, sort_keys=True).encode())
+        else:
+            relpath = _cell_relpath(self.spec, corruption, severity)
+            hashes = dict(self._file_hashes(cells=[(corruption, severity)]))
+            digest.update(f"{relpath}:{hashes.get(relpath) or hashes[f'{corruption}/{severity}']}".encode())
+        return digest.hexdigest()
+
+    def _file_hashes(self, cells=None) -> list[tuple[str, str]]:
+        cells = self.cells if cells is None else cells
         if self.manifest is not None:
-            wanted = {LABELS_FILE} | {_cell_relpath(self.spec, c, s) for c, s in self.cells}
+            wanted = {LABELS_FILE} | {_cell_relpath(self.spec, c, s) for c, s in cells}
             return sorted((rel, entry["sha256"]) for rel, entry in self.manifest["files"].items() if rel in wanted)
         if self.spec.layout == "npy":
-            names = sorted({f"{c}.npy" for c, _ in self.cells} | {LABELS_FILE})
+            names = sorted({f"{c}.npy" for c, _ in cells} | {LABELS_FILE})
             return [(name, cached_sha256(self.data_root / name)) for name in names]
         # Released JPEG folders: hashing ~3.75 M files is impractical per run; the listing
         # with sizes identifies the data (see describe()["fingerprint_method"]).
         out = []
-        for corruption, severity in sorted(self.cells):
+        for corruption, severity in sorted(cells):
             cell = self.data_root / corruption / str(severity)
             listing = hashlib.sha256()
             for key in self.keys:

@@ -19,7 +19,10 @@ MANIFEST_FORMAT = "robustbench_pp/corrupted-set"
 MANIFEST_VERSION = 1
 
 _CHUNK = 8 << 20
-_CACHE_FILE = Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "robustbench_pp" / "sha256-cache.json"
+
+
+def _hash_cache_file() -> Path:
+    return Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "robustbench_pp" / "sha256-cache.json"
 
 
 class ManifestError(ValueError):
@@ -44,17 +47,19 @@ def cached_sha256(path: str | os.PathLike) -> str:
     path = Path(path).resolve()
     stat = path.stat()
     key = str(path)
+    cache_file = _hash_cache_file()
     try:
-        cache = json.loads(_CACHE_FILE.read_text())
+        cache = json.loads(cache_file.read_text())
     except (OSError, ValueError):
         cache = {}
     entry = cache.get(key)
     if entry and entry.get("size") == stat.st_size and entry.get("mtime_ns") == stat.st_mtime_ns:
         return entry["sha256"]
     value = file_digest(path)
+    cache = {path: entry for path, entry in cache.items() if os.path.exists(path)}  # forget deleted files
     cache[key] = {"size": stat.st_size, "mtime_ns": stat.st_mtime_ns, "sha256": value}
     try:
-        atomic_write_text(_CACHE_FILE, json.dumps(cache, indent=0, sort_keys=True))
+        atomic_write_text(cache_file, json.dumps(cache, indent=0, sort_keys=True))
     except OSError:  # a read-only home only costs the cache
         pass
     return value

@@ -373,3 +373,27 @@ def test_fingerprints_change_with_the_data_and_cells_keep_their_own(cifar_fixtur
     assert changed.cell_fingerprint("fog", 1) != both.cell_fingerprint("fog", 1)
     with pytest.raises(ValueError, match="not available"):
         both.cell_fingerprint("snow", 1)
+
+
+def test_flat_validation_folder_with_the_ilsvrc_devkit(tmp_path):
+    import scipy.io
+
+    folder = write_imagenet_folder(tmp_path / "byclass", per_class=1)
+    flat = tmp_path / "val"
+    flat.mkdir()
+    for image in sorted(folder.rglob("*.JPEG")):
+        image.rename(flat / image.name)
+    # meta.mat lists synsets by ILSVRC id (leaves have no children); the ground truth gives one
+    # id per validation image, in file-number order.
+    synsets = np.array([(3, WNIDS[0], 0), (1, WNIDS[2], 0), (2, WNIDS[1], 0), (1001, "n00001740", 5)],
+                       dtype=[("ILSVRC2012_ID", "O"), ("WNID", "O"), ("num_children", "O")])
+    data = tmp_path / "ILSVRC2012_devkit_t12" / "data"
+    data.mkdir(parents=True)
+    scipy.io.savemat(data / "meta.mat", {"synsets": synsets})
+    (data / "ILSVRC2012_validation_ground_truth.txt").write_text("3\n2\n1\n")
+    paths, wnids = list_imagenet_val(flat)  # the devkit is found next to the folder
+    assert wnids == sorted(WNIDS)
+    assert [p.name for p in paths] == [f"ILSVRC2012_val_{i:08d}.JPEG" for i in (1, 2, 3)]
+    (data / "ILSVRC2012_validation_ground_truth.txt").write_text("3\n7\n1\n")
+    with pytest.raises(SourceError, match=r"ground_truth\.txt:2: bad ILSVRC2012 id '7'"):
+        list_imagenet_val(flat)

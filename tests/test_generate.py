@@ -48,7 +48,7 @@ def test_balanced_subset_is_seeded_and_class_balanced():
 def test_npy_generation_round_trip_and_determinism(tmp_path):
     kwargs = dict(corruptions=["gaussian_noise", "pixelate"], severities=[1, 5], limit=120, progress=False)
     first = generate("fashion-mnist-c", out=tmp_path / "a", seed=7, **kwargs)
-    generate("fashion-mnist-c", out=tmp_path / "b", seed=7, batch_size=50, **kwargs)  # other batching
+    generate("fashion-mnist-c", out=tmp_path / "b", seed=7, batch_size=50, workers=2, **kwargs)  # other split
     generate("fashion-mnist-c", out=tmp_path / "c", seed=8, **kwargs)
     hashes = {run: {k: v["sha256"] for k, v in read_manifest(tmp_path / run / "fashion-mnist-c")["files"].items()}
               for run in "abc"}

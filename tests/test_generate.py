@@ -49,6 +49,11 @@ def test_npy_generation_round_trip_and_determinism(tmp_path):
     kwargs = dict(corruptions=["gaussian_noise", "pixelate"], severities=[1, 5], limit=120, progress=False)
     first = generate("fashion-mnist-c", out=tmp_path / "a", seed=7, **kwargs)
     generate("fashion-mnist-c", out=tmp_path / "b", seed=7, batch_size=50, workers=2, **kwargs)  # other split
+    # Leftovers without a manifest (their parameters are unknown) must not be reused.
+    stale = tmp_path / "c" / "fashion-mnist-c" / PARTIAL_DIR
+    stale.mkdir(parents=True)
+    np.save(stale / "pixelate.npy", np.zeros((240, 32, 32, 3), np.uint8))
+    (stale / "pixelate.progress.json").write_text('{"done": [1, 5]}')
     generate("fashion-mnist-c", out=tmp_path / "c", seed=8, **kwargs)
     hashes = {run: {k: v["sha256"] for k, v in read_manifest(tmp_path / run / "fashion-mnist-c")["files"].items()}
               for run in "abc"}

@@ -286,7 +286,6 @@ def generate(name, *, out, source_root=None, corruptions=None, severities=None, 
     corruptions, severities = validate_selection(corruptions, severities)
     corruptions = corruptions or ALL_CORRUPTIONS
     severities = tuple(sorted(set(severities)))
-    batch_size = batch_size or (1000 if spec.image_size <= 64 else 64)
     torch.set_num_threads(threads)
     source = open_clean_source(spec, source_root)
     if limit is not None and limit < source.num_images:
@@ -294,106 +293,151 @@ def generate(name, *, out, source_root=None, corruptions=None, severities=None, 
     else:
         source_indices, limit = np.arange(source.num_images, dtype=np.int64), None
     folder = Path(out) / spec.name
-    folder.mkdir(parents=True, exist_ok=True)
-    partial_root = folder / PARTIAL_DIR
-    partial_root.mkdir(exist_ok=True)
-
-    manifest = _new_manifest(spec, source, seed, severities, source_indices, limit)
-    old = read_manifest(folder)
-    if old is not None:
-        _check_resume(folder, old, manifest)
-        old["files"] = {rel: e for rel, e in old["files"].items() if entry_is_complete(folder, rel, e)}
-        old["corruptions_complete"] = [c for c in old.get("corruptions_complete", [])
-                                       if all(rel in old["files"] for rel in _corruption_files(spec, c, severities))]
-        manifest = old
-    write_manifest(folder, manifest)
-
+    manifest = _start_or_resume(folder, _new_manifest(spec, source, seed, severities, source_indices, limit))
     num_images = len(source_indices)
     cache = None
     if num_images * spec.image_size**2 * 3 <= _CACHE_LIMIT_BYTES and source.array is not None:
         cache = source.images(source_indices)
-
+    job = _Job(spec, folder, manifest, source, cache, source_indices, severities, seed, device,
+               batch_size or (1000 if spec.image_size <= 64 else 64),
+               None if spec.layout == "npy" else [_jpeg_key(source.keys[i]) for i in source_indices])
     if spec.layout == "npy" and LABELS_FILE not in manifest["files"]:
-        labels = np.tile(source.labels[source_indices], len(severities))
-        tmp = partial_root / LABELS_FILE
-        np.save(tmp, labels)
-        os.replace(tmp, folder / LABELS_FILE)
-        _record(folder, manifest, LABELS_FILE, count=int(len(labels)))
-
-    keys = None if spec.layout == "npy" else [_jpeg_key(source.keys[i]) for i in source_indices]
-    todo = [c for c in corruptions if c not in manifest["corruptions_complete"]]
-    skipped_cells = (len(corruptions) - len(todo)) * len(severities)
-    tasks = []  # (corruption, severity, block)
-    for corruption in todo:
-        if spec.layout == "npy":
-            done = _npy_progress(partial_root, corruption, spec, num_images, severities)
-            tasks += [(corruption, s, b) for b, s in enumerate(severities) if s not in done]
-            skipped_cells += len(done)
-        else:
-            for block, severity in enumerate(severities):
-                if f"{corruption}/{severity}/SHA256SUMS" in manifest["files"]:
-                    skipped_cells += 1
-                else:
-                    tasks.append((corruption, severity, block))
+        job.write_labels()
+    tasks, skipped_cells = job.plan(corruptions)
 
     started = time.perf_counter()
     bar = tqdm(total=len(tasks) * num_images, unit="img", unit_scale=True, desc=f"generate {spec.name}",
                disable=not progress, smoothing=0.1)
-
-    def finish(corruption: str, severity: int) -> None:
-        if spec.layout == "npy":
-            _npy_mark_done(partial_root, corruption, severity)
-            if set(_npy_progress(partial_root, corruption, spec, num_images, severities)) == set(severities):
-                _npy_finalize(folder, partial_root, manifest, corruption, severities, num_images)
-        else:
-            _jpeg_finalize(folder, partial_root, manifest, corruption, severity, keys, severities)
-
     try:
         if workers <= 1:
             for corruption, severity, block in tasks:
-                if spec.layout == "npy":
-                    _npy_block_task(str(partial_root / f"{corruption}.npy"), block, corruption, severity,
-                                    source_indices, batch_size, seed, device, source, cache, bar.update)
-                else:
-                    _jpeg_cell_task(str(partial_root / f"{corruption}-{severity}"), keys, corruption, severity,
-                                    source_indices, batch_size, seed, device, source, cache, bar.update)
-                finish(corruption, severity)
+                job.task(corruption, severity, block)(source=source, cache=cache, on_batch=bar.update)
+                job.finish(corruption, severity)
         else:
-            import multiprocessing
-
-            from robustbench_pp.corruptions import corrupt
-
-            # Warm the engine here (imports, texture caches) so that forked workers inherit it
-            # instead of each paying for it.
-            probe = cache[:1] if cache is not None else source.images(source_indices[:1])
-            for corruption in {task[0] for task in tasks}:
-                corrupt(probe, corruption, severities[0], preset=spec.preset, seed=seed)
-            context = multiprocessing.get_context("fork")
-            with ProcessPoolExecutor(workers, mp_context=context, initializer=_init_worker,
-                                     initargs=(source, cache, threads)) as pool:
-                futures = {}
-                for corruption, severity, block in tasks:
-                    if spec.layout == "npy":
-                        future = pool.submit(_npy_block_task, str(partial_root / f"{corruption}.npy"), block,
-                                             corruption, severity, source_indices, batch_size, seed, device)
-                    else:
-                        future = pool.submit(_jpeg_cell_task, str(partial_root / f"{corruption}-{severity}"), keys,
-                                             corruption, severity, source_indices, batch_size, seed, device)
-                    futures[future] = (corruption, severity)
-                try:
-                    for future in as_completed(futures):
-                        bar.update(future.result())
-                        finish(*futures[future])
-                except BaseException:
-                    pool.shutdown(wait=False, cancel_futures=True)
-                    raise
+            job.run_pool(tasks, workers, threads, bar.update)
     finally:
         bar.close()
-    if not any(partial_root.iterdir()):
-        partial_root.rmdir()
+    if job.partial_root.is_dir() and not any(job.partial_root.iterdir()):
+        job.partial_root.rmdir()
     size = sum(f.stat().st_size for f in folder.rglob("*") if f.is_file())
     return GenerationReport(folder, len(tasks), skipped_cells, len(tasks) * num_images,
                             time.perf_counter() - started, size)
+
+
+def _start_or_resume(folder: Path, manifest: dict) -> dict:
+    """Write the manifest of a new set, or check and return the one of the set to resume.
+
+    Without a manifest, leftovers under ``.partial/`` cannot be matched to their parameters
+    and are discarded.
+    """
+    folder.mkdir(parents=True, exist_ok=True)
+    partial_root = folder / PARTIAL_DIR
+    old = read_manifest(folder)
+    if old is None:
+        shutil.rmtree(partial_root, ignore_errors=True)
+    else:
+        _check_resume(folder, old, manifest)
+        severities = manifest["parameters"]["severities"]
+        spec = get_dataset(old["dataset"])
+        old["files"] = {rel: e for rel, e in old["files"].items() if entry_is_complete(folder, rel, e)}
+        old["corruptions_complete"] = [c for c in old.get("corruptions_complete", [])
+                                       if all(rel in old["files"] for rel in _corruption_files(spec, c, severities))]
+        manifest = old
+    partial_root.mkdir(exist_ok=True)
+    write_manifest(folder, manifest)
+    return manifest
+
+
+@dataclass
+class _Job:
+    """One generation run: what to write where, and how a finished piece is recorded."""
+
+    spec: DatasetSpec
+    folder: Path
+    manifest: dict
+    source: CleanSource
+    cache: np.ndarray | None
+    source_indices: np.ndarray
+    severities: tuple[int, ...]
+    seed: int
+    device: str
+    batch_size: int
+    keys: list[str] | None  # jpeg layout: "<wnid>/<file>.JPEG" per image
+
+    @property
+    def partial_root(self) -> Path:
+        return self.folder / PARTIAL_DIR
+
+    def write_labels(self) -> None:
+        labels = np.tile(self.source.labels[self.source_indices], len(self.severities))
+        tmp = self.partial_root / LABELS_FILE
+        np.save(tmp, labels)
+        os.replace(tmp, self.folder / LABELS_FILE)
+        _record(self.folder, self.manifest, LABELS_FILE, count=int(len(labels)))
+
+    def plan(self, corruptions) -> tuple[list[tuple[str, int, int]], int]:
+        """The (corruption, severity, block) pieces still to write, and the count already complete."""
+        todo = [c for c in corruptions if c not in self.manifest["corruptions_complete"]]
+        skipped = (len(corruptions) - len(todo)) * len(self.severities)
+        tasks = []
+        for corruption in todo:
+            if self.spec.layout == "npy":
+                done = _npy_progress(self.partial_root, corruption, self.spec, len(self.source_indices),
+                                     self.severities)
+                tasks += [(corruption, s, b) for b, s in enumerate(self.severities) if s not in done]
+                skipped += len(done)
+                continue
+            for block, severity in enumerate(self.severities):
+                if f"{corruption}/{severity}/SHA256SUMS" in self.manifest["files"]:
+                    skipped += 1
+                else:
+                    tasks.append((corruption, severity, block))
+        return tasks, skipped
+
+    def task(self, corruption: str, severity: int, block: int):
+        """The work function of one piece (a picklable partial for worker processes)."""
+        from functools import partial
+
+        common = dict(corruption=corruption, severity=severity, source_indices=self.source_indices,
+                      batch_size=self.batch_size, seed=self.seed, device=self.device)
+        if self.spec.layout == "npy":
+            return partial(_npy_block_task, str(self.partial_root / f"{corruption}.npy"), block, **common)
+        return partial(_jpeg_cell_task, str(self.partial_root / f"{corruption}-{severity}"), self.keys, **common)
+
+    def finish(self, corruption: str, severity: int) -> None:
+        """Record a finished piece; a corruption's file is renamed into place when all are done."""
+        num_images = len(self.source_indices)
+        if self.spec.layout == "npy":
+            _npy_mark_done(self.partial_root, corruption, severity)
+            done = _npy_progress(self.partial_root, corruption, self.spec, num_images, self.severities)
+            if set(done) == set(self.severities):
+                _npy_finalize(self.folder, self.partial_root, self.manifest, corruption, self.severities, num_images)
+        else:
+            _jpeg_finalize(self.folder, self.partial_root, self.manifest, corruption, severity, self.keys,
+                           self.severities)
+
+    def run_pool(self, tasks, workers: int, threads: int, on_done) -> None:
+        """Run the pieces in forked worker processes; only this process records progress."""
+        import multiprocessing
+
+        from robustbench_pp.corruptions import corrupt
+
+        # Warm the engine here (imports, texture caches) so that forked workers inherit it
+        # instead of each paying for it.
+        probe = self.cache[:1] if self.cache is not None else self.source.images(self.source_indices[:1])
+        for corruption in {task[0] for task in tasks}:
+            corrupt(probe, corruption, self.severities[0], preset=self.spec.preset, seed=self.seed)
+        context = multiprocessing.get_context("fork")
+        with ProcessPoolExecutor(workers, mp_context=context, initializer=_init_worker,
+                                 initargs=(self.source, self.cache, threads)) as pool:
+            futures = {pool.submit(self.task(c, s, b)): (c, s) for c, s, b in tasks}
+            try:
+                for future in as_completed(futures):
+                    on_done(future.result())
+                    self.finish(*futures[future])
+            except BaseException:
+                pool.shutdown(wait=False, cancel_futures=True)
+                raise
 
 
 def _corruption_files(spec: DatasetSpec, corruption: str, severities) -> list[str]:

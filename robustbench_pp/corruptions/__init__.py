@@ -25,7 +25,9 @@ Departures from the reference package (``imagecorruptions``):
   α, σ, affine jitter = 244 × (row) px for imagenet and 32 × (row) px for cifar; the package's
   re-parameterised version without the affine stage is far milder.
 * pixelate: box filter down and box filter up (Pillow BOX both ways) as the released data;
-  the package upsamples with nearest.
+  the package upsamples with nearest. On CPU we call Pillow's BOX resampler per image (it
+  is the definition, and C code beats a torch emulation there); on other devices its exact
+  weights run as matrix products with Pillow's round-half-up after each pass.
 * frost: one of the first five textures (the package also draws the sixth), cropped at full
   size for imagenet (the package enlarges every texture ×1.1 first) and after ×0.2 bilinear
   resizing for cifar; a texture is enlarged (bicubic, ×1.1 margin) only when the image is
@@ -35,9 +37,12 @@ Departures from the reference package (``imagecorruptions``):
 * glass_blur: the reference's sequential "swap" aliases numpy views and so copies
   x[h', w'] into x[h, w]; we reproduce that sequential result exactly (copy chains resolved
   in parallel), with torch's draws instead of numba's.
-* spatter (water): Canny edges are taken as drop pixels with a dry 4-neighbour and the
-  L2 distance transform is exact (OpenCV uses a 5×5 mask approximation); the rest of the
-  OpenCV pipeline (3×3 box blurs, histogram equalisation, emboss, uint8 steps) is reproduced.
+* spatter (water): OpenCV's pipeline rebuilt in torch: Canny (3×3 Sobel, L1 magnitude,
+  non-maximum suppression, hysteresis; edge maps identical on the liquid layers we compared),
+  distance to the edges (exact Euclidean, where OpenCV's DIST_L2 uses a 5×5 mask
+  approximation), 3×3 box blurs, histogram equalisation, emboss, with the same uint8 steps.
+* impulse_noise: one uniform per value (u < amount flips, u < amount/2 salts) where skimage
+  draws two; the same distribution.
 * jpeg_compression: torchvision's libjpeg (or nvJPEG on CUDA) instead of Pillow's; same
   quality tables and 4:2:0 chroma subsampling.
 * elastic's affine warp samples with torch's bilinear weights, OpenCV quantises them to 1/32.

@@ -35,28 +35,53 @@ class ImageRandomness:
         self.device = torch.device(device)
         self.generators = [torch.Generator(device=self.device).manual_seed(s) for s in seeds]
 
-    def _stack(self, draw) -> torch.Tensor:
+    def _fill(self, shape, fill) -> torch.Tensor:
         if not self.generators:
             raise ValueError("no images to draw for")
-        return torch.stack([draw(g) for g in self.generators])
+        out = torch.empty((len(self.generators),) + tuple(shape), device=self.device)
+        for image, g in zip(out, self.generators):
+            fill(image, g)
+        return out
 
     def uniform(self, shape, low: float = 0.0, high: float = 1.0) -> torch.Tensor:
         """U(low, high) of shape N×shape (float32)."""
-        u = self._stack(lambda g: torch.rand(shape, generator=g, device=self.device))
-        return u * (high - low) + low
+        return self._fill(shape, lambda image, g: image.uniform_(low, high, generator=g))
 
     def normal(self, shape, mean: float = 0.0, std: float = 1.0) -> torch.Tensor:
         """N(mean, std²) of shape N×shape (float32)."""
-        z = self._stack(lambda g: torch.randn(shape, generator=g, device=self.device))
-        return z * std + mean
+        return self._fill(shape, lambda image, g: image.normal_(mean, std, generator=g))
 
     def integers(self, low: int, high: int, shape) -> torch.Tensor:
         """Integers in [low, high) of shape N×shape (int64)."""
-        return self._stack(lambda g: torch.randint(low, high, shape, generator=g, device=self.device))
+        if not self.generators:
+            raise ValueError("no images to draw for")
+        out = torch.empty((len(self.generators),) + tuple(shape), dtype=torch.int64, device=self.device)
+        for image, g in zip(out, self.generators):
+            image.random_(low, high, generator=g)
+        return out
 
     def poisson(self, rates: torch.Tensor) -> torch.Tensor:
         """Poisson draws with per-element rates (rates has the leading batch dimension)."""
         return torch.stack([torch.poisson(r, generator=g) for r, g in zip(rates, self.generators)])
+
+
+# --------------------------------------------------------------------------- dtype conversions
+# torch's CPU uint8 <-> float32 casts are several times slower than numpy's (SIMD) ones, and at
+# 224 px they dominated the cheap corruptions; on other devices torch's casts are used.
+
+
+def uint8_to_float(u8: torch.Tensor) -> torch.Tensor:
+    """uint8 tensor -> contiguous float32 tensor with the same values (0..255)."""
+    if u8.device.type == "cpu":
+        return torch.from_numpy(u8.numpy().astype(np.float32, order="C"))
+    return u8.to(torch.float32, memory_format=torch.contiguous_format)
+
+
+def float_to_uint8(x: torch.Tensor) -> torch.Tensor:
+    """float tensor of values in [0, 255] -> uint8 by truncation (as np.uint8 does)."""
+    if x.device.type == "cpu":
+        return torch.from_numpy(x.numpy().astype(np.uint8))
+    return x.to(torch.uint8)
 
 
 # --------------------------------------------------------------------------- boundaries, blurs
@@ -119,10 +144,9 @@ def _filter_axis(x: torch.Tensor, weights: np.ndarray, dim: int, mode: str, matr
         radius = len(weights) // 2
         index = torch.as_tensor(boundary_index(n, radius, mode), device=x.device)
         padded = x.index_select(dim, index)
-        out = None
-        for k, w in enumerate(weights):
-            term = padded.narrow(dim, k, n) * float(w)
-            out = term if out is None else out + term
+        out = padded.narrow(dim, 0, n) * float(weights[0])
+        for k in range(1, len(weights)):
+            out.add_(padded.narrow(dim, k, n), alpha=float(weights[k]))
         return out
     matrix = torch.as_tensor(_filter_matrix(n, *matrix_key), dtype=x.dtype, device=x.device)
     if dim == x.ndim - 1 or dim == -1:
@@ -189,15 +213,13 @@ def motion_blur(x: torch.Tensor, radius: int, sigma: float, angles_deg: torch.Te
         # The reference's arithmetic, step by step, so that half-pixel ties round the same way.
         point = (width * np.sin(np.deg2rad(angle)), width * np.cos(np.deg2rad(angle)))
         hypot = math.hypot(point[0], point[1])
-        acc = None
+        acc = out[n]
         for i, weight in enumerate(taps):
             dy = -math.ceil(((i * point[0]) / hypot) - 0.5)
             dx = -math.ceil(((i * point[1]) / hypot) - 0.5)
             if abs(dy) >= h or abs(dx) >= w:
                 break
-            term = padded[n, :, pad - dy : pad - dy + h, pad - dx : pad - dx + w] * float(weight)
-            acc = term if acc is None else acc + term
-        out[n] = acc
+            acc.add_(padded[n, :, pad - dy : pad - dy + h, pad - dx : pad - dx + w], alpha=float(weight))
     return out
 
 

@@ -3,7 +3,8 @@
 A kernel takes a float batch ``x`` (N×3×H×W, values in [0, 1], any device), the values of one
 parameter row of ``parameters.PARAMETERS`` as positional arguments, and ``rng`` (an
 ``ImageRandomness`` holding one generator per image). It returns floats on the 0..1 scale that
-the caller clips and truncates to uint8 like the released data. No kernel knows its preset.
+the caller clips and truncates to uint8 like the released data. A kernel may overwrite ``x`` (the
+caller's private float copy). No kernel knows its preset.
 """
 
 from __future__ import annotations
@@ -21,7 +22,7 @@ from robustbench_pp.corruptions import _ops
 
 
 def gaussian_noise(x, sigma, *, rng):
-    return x + rng.normal(x.shape[1:], std=sigma)
+    return x.add_(rng.normal(x.shape[1:], std=sigma))
 
 
 def shot_noise(x, photons, *, rng):
@@ -29,13 +30,14 @@ def shot_noise(x, photons, *, rng):
 
 
 def impulse_noise(x, amount, *, rng):
-    u = rng.uniform((2,) + tuple(x.shape[1:]))
-    flipped, salted = u[:, 0] < amount, u[:, 1] < 0.5
-    return torch.where(flipped, salted.to(x.dtype), x)
+    # One uniform per value: u < amount flips it (skimage's s&p), and given a flip u/amount is
+    # uniform again, so u < amount/2 salts half of the flipped values.
+    u = rng.uniform(x.shape[1:])
+    return torch.where(u < amount, (u < amount / 2).to(x.dtype), x)
 
 
 def speckle_noise(x, sigma, *, rng):
-    return x + x * rng.normal(x.shape[1:], std=sigma)
+    return x.addcmul_(x, rng.normal(x.shape[1:], std=sigma))
 
 
 # --------------------------------------------------------------------------- blur
@@ -198,7 +200,7 @@ def brightness(x, amount, *, rng=None):
 
 def contrast(x, factor, *, rng=None):
     means = x.mean(dim=(2, 3), keepdim=True)
-    return (x - means) * factor + means
+    return x.mul_(factor).add_(means * (1 - factor))
 
 
 def saturate(x, factor, offset, *, rng=None):
@@ -230,17 +232,32 @@ def elastic_transform(x, alpha, sigma, affine, *, rng):
     return F.grid_sample(x, grid, mode="bilinear", padding_mode="reflection", align_corners=False)
 
 
-def pixelate(x, factor, *, rng=None):
-    h, w = x.shape[-2:]
-    grey_levels = torch.round(x * 255)
-    small = _ops.pil_box_resize(grey_levels, int(h * factor), int(w * factor))
-    return _ops.pil_box_resize(small, h, w) / 255
+def pixelate(images, factor, *, rng=None):
+    # uint8 in, uint8 out. On CPU, Pillow's BOX resampler is the definition itself and faster
+    # than any torch emulation; elsewhere its exact weights run as matrix products.
+    h, w = images.shape[-2:]
+    size = (int(w * factor), int(h * factor))
+    if images.device.type == "cpu":
+        from PIL import Image
+
+        out = np.empty((images.shape[0], h, w, 3), np.uint8)
+        for i, image in enumerate(images.permute(0, 2, 3, 1).numpy()):
+            small = Image.fromarray(np.ascontiguousarray(image)).resize(size, Image.BOX)
+            out[i] = np.asarray(small.resize((w, h), Image.BOX))
+        return torch.from_numpy(out).permute(0, 3, 1, 2).contiguous()
+    small = _ops.pil_box_resize(images.to(torch.float32), size[1], size[0])
+    return _ops.pil_box_resize(small, h, w).to(torch.uint8)
 
 
-def jpeg_compression(x, quality, *, rng=None):
+def jpeg_compression(images, quality, *, rng=None):
+    # uint8 in, uint8 out: no float round trip around the codec.
     from robustbench_pp.corruptions.jpeg import jpeg_roundtrip
 
-    return jpeg_roundtrip(torch.round(x * 255).to(torch.uint8), quality=int(quality)).to(x.dtype) / 255
+    return jpeg_roundtrip(images, quality=int(quality))
+
+
+# Kernels that take and return the uint8 batch itself (their outputs are whole grey levels).
+UINT8_KERNELS = frozenset({"pixelate", "jpeg_compression"})
 
 
 # --------------------------------------------------------------------------- spatter

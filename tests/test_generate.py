@@ -69,6 +69,8 @@ def test_npy_generation_round_trip_and_determinism(tmp_path):
     manifest = read_manifest(folder)
     assert manifest["seed"] == 7 and manifest["preset"] == "cifar" and manifest["parameters"]["limit"] == 120
     assert list(manifest["class_counts"].values()) == [12] * 10
+    assert manifest["code"]["package_version"] == manifest["package_version"] and "git_commit" in manifest["code"]
+    assert all("git_commit" in entry for entry in manifest["files"].values())
     data = open_benchmark("fashion-mnist-c", data_root=folder)
     assert data.mode == "generated" and data.num_images == 120 and data.seed == 7
     assert data.available_cells() == [("clean", 0), ("gaussian_noise", 1), ("gaussian_noise", 5),

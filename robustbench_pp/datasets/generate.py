@@ -26,6 +26,7 @@ import shutil
 import time
 from concurrent.futures import ProcessPoolExecutor, as_completed
 from dataclasses import dataclass
+from functools import lru_cache
 from pathlib import Path
 
 import numpy as np
@@ -190,6 +191,29 @@ def _init_worker(source: CleanSource, cache: np.ndarray | None, threads: int) ->
 # --------------------------------------------------------------------------------------------
 
 
+@lru_cache(maxsize=1)
+def _code_identity() -> dict:
+    """Package version, git commit of the source tree (``+dirty`` with local changes) and torch
+    version: the corruption engine's bytes can change between commits of one version."""
+    import subprocess
+
+    import torch
+
+    from robustbench_pp import __version__
+
+    root = Path(__file__).resolve().parents[2]
+    commit = None
+    try:
+        commit = subprocess.run(["git", "-C", str(root), "rev-parse", "HEAD"], capture_output=True, text=True,
+                                timeout=5, check=True).stdout.strip()
+        dirty = subprocess.run(["git", "-C", str(root), "status", "--porcelain", "--untracked-files=no"],
+                               capture_output=True, text=True, timeout=5, check=True).stdout.strip()
+        commit = f"{commit}+dirty" if dirty else commit
+    except (OSError, subprocess.SubprocessError):
+        pass  # an installed wheel has no git tree
+    return {"package_version": __version__, "git_commit": commit, "torch": torch.__version__}
+
+
 def _new_manifest(spec: DatasetSpec, source: CleanSource, seed: int, severities, source_indices, limit) -> dict:
     from robustbench_pp import __version__
 
@@ -201,6 +225,7 @@ def _new_manifest(spec: DatasetSpec, source: CleanSource, seed: int, severities,
         "preset": spec.preset,
         "seed": seed,
         "package_version": __version__,
+        "code": _code_identity(),
         "created": _now(),
         "updated": _now(),
         "parameters": {
@@ -243,7 +268,8 @@ def _check_resume(folder: Path, old: dict, new: dict) -> None:
 
 def _record(folder: Path, manifest: dict, relpath: str, **extra) -> None:
     path = folder / relpath
-    manifest["files"][relpath] = {"sha256": file_digest(path), "bytes": path.stat().st_size, **extra}
+    manifest["files"][relpath] = {"sha256": file_digest(path), "bytes": path.stat().st_size,
+                                  "git_commit": _code_identity()["git_commit"], **extra}
     manifest["updated"] = _now()
     write_manifest(folder, manifest)
 

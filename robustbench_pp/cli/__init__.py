@@ -17,6 +17,7 @@ from robustbench_pp import __version__
 _COMMAND_MODULES: dict[str, tuple[str, ...]] = {
     "metrics_cmd": ("metrics",),
     "corrupt_cmd": ("corrupt-gallery",),
+    "evaluate_cmd": ("evaluate", "merge"),
     "data_cmd": ("datasets", "generate"),
     "models_cmd": ("models", "train"),
     "report_cmd": ("report", "check"),

@@ -127,7 +127,8 @@ def datasets(name, data_root, source_root, verify, download, as_json):
 @click.option("--device", default="cpu", show_default=True, help="Where the corruption kernels run (cpu, cuda).")
 @click.option("--batch-size", type=int, help="Images per corruption call (default 1000 at 32 px, 64 at 224 px).")
 @click.option("--limit", type=int, help="Seeded, class-balanced subset of this many images (recorded).")
-@click.option("--workers", default=1, show_default=True, help="Processes corrupting cells in parallel.")
+@click.option("--workers", type=int, help="Processes corrupting cells in parallel, one torch thread each "
+              "(default: one per CPU, at most 4).")
 @click.option("--download", is_flag=True, help="Download the clean source first (CIFAR only).")
 @click.option("--quiet", is_flag=True, help="No progress bar.")
 def generate(name, source_root, out, corruption_names, severities, seed, device, batch_size, limit, workers,
@@ -141,6 +142,8 @@ def generate(name, source_root, out, corruption_names, severities, seed, device,
         spec = get_dataset(name)
         if download:
             download_source(spec, source_root)
+        if workers is None:  # CPU: one single-threaded process per core; a GPU is fed by one process
+            workers = max(1, min(4, os.cpu_count() or 1)) if device == "cpu" else 1
         report = generate_set(spec, out=out, source_root=source_root, corruptions=_expand_corruptions(corruption_names),
                               severities=_expand_severities(severities), seed=seed, device=device,
                               batch_size=batch_size, limit=limit, workers=workers, progress=not quiet)

@@ -309,6 +309,8 @@ def generate(name, *, out, source_root=None, corruptions=None, severities=None, 
     from robustbench_pp.datasets.benchmark import _jpeg_key, validate_selection
 
     spec = get_dataset(name)
+    if workers > 1 and device != "cpu":
+        raise ValueError(f"--workers {workers} forks processes, which cannot share {device}; use one worker on a GPU")
     corruptions, severities = validate_selection(corruptions, severities)
     corruptions = corruptions or ALL_CORRUPTIONS
     severities = tuple(sorted(set(severities)))

@@ -82,27 +82,26 @@ def glass_blur(x, sigma, max_delta, iterations, *, rng):
 
 def _copy_chains(x8, rows, cols, src_row, src_col):
     n, c, h, w = x8.shape
-    flat = x8.reshape(n, c, h * w)
-    targets = (rows[:, None] * w + cols[None, :]).reshape(-1)
-    sources = (src_row * w + src_col).reshape(n, -1)
+    base = torch.arange(n, device=x8.device)[:, None] * (h * w)  # pixel ids are global
+    targets = ((rows[:, None] * w + cols[None, :]).reshape(1, -1) + base).reshape(-1)
+    sources = ((src_row * w + src_col).reshape(n, -1) + base).reshape(-1)
     in_region = (src_row >= rows[-1]) & (src_row <= rows[0]) & (src_col >= cols[-1]) & (src_col <= cols[0])
     # Processed earlier = a later row, or the same row and a later column (descending scans).
-    earlier = in_region & ((src_row > rows[None, :, None]) | ((src_row == rows[None, :, None]) & (src_col > cols[None, None, :])))
-    # For every pixel: whom it copies from, and whether that pixel was updated before.
-    copy_from = torch.arange(h * w, device=x8.device).repeat(n, 1)
-    copy_from[:, targets] = sources
-    follows = torch.zeros(n, h * w, dtype=torch.bool, device=x8.device)
-    follows[:, targets] = earlier.reshape(n, -1)
-    current = targets.repeat(n, 1)
-    while True:
-        step = follows.gather(1, current)
-        if not bool(step.any()):
-            break
-        current = torch.where(step, copy_from.gather(1, current), current)
-    out = flat.clone()
-    source = copy_from.gather(1, current)
-    out[:, :, targets] = flat.gather(2, source[:, None, :].expand(n, c, -1))
-    return out.reshape(n, c, h, w)
+    later_row = src_row > rows[None, :, None]
+    earlier = in_region & (later_row | ((src_row == rows[None, :, None]) & (src_col > cols[None, None, :])))
+    # For every pixel: whom it copies from (itself outside the region), and whether that pixel
+    # was updated before it. (index_copy_/take: much faster on CPU than tensor[index] syntax.)
+    copy_from = torch.arange(n * h * w, device=x8.device).index_copy_(0, targets, sources)
+    follows = torch.zeros(n * h * w, dtype=torch.bool, device=x8.device)
+    follows.index_copy_(0, targets, earlier.reshape(-1))
+    # Walk every chain of already-updated pixels to its end, touching only unfinished chains.
+    current = torch.arange(n * h * w, device=x8.device)
+    active = follows.nonzero().squeeze(1)
+    while active.numel():
+        current.index_copy_(0, active, copy_from.take(current.take(active)))
+        active = active.masked_select(follows.take(current.take(active)))
+    source = (copy_from.take(current).view(n, h * w) - base)[:, None, :].expand(n, c, -1)
+    return x8.reshape(n, c, h * w).gather(2, source).reshape(n, c, h, w)
 
 
 def motion_blur(x, radius, sigma, *, rng):
@@ -276,7 +275,15 @@ def spatter(x, loc, scale, sigma, threshold, intensity, mode, *, rng):
     return x * (1 - mud) + brown * mud
 
 
-_EMBOSS = torch.tensor([[-2.0, -1.0, 0.0], [-1.0, 1.0, 1.0], [0.0, 1.0, 2.0]])
+def _emboss(x):
+    """cv2.filter2D with [[-2,-1,0],[-1,1,1],[0,1,2]] (BORDER_REFLECT_101), as shifted sums."""
+    p = _ops.pad2d(x, 1, "mirror")
+    h, w = x.shape[-2:]
+
+    def px(dy, dx):
+        return p[..., 1 + dy : 1 + dy + h, 1 + dx : 1 + dx + w]
+
+    return 2 * (px(1, 1) - px(-1, -1)) + (px(0, 1) + px(1, 0)) - (px(-1, 0) + px(0, -1)) + px(0, 0)
 
 
 def _water_mask(liquid, intensity):
@@ -286,24 +293,25 @@ def _water_mask(liquid, intensity):
     dist = _edge_distance(edge, cap=20).clamp(max=20)
     dist = torch.floor(_ops.box3(dist))
     dist = _equalize_histogram(dist)
-    dist = torch.round(F.conv2d(_ops.pad2d(dist, 1, "mirror"), _EMBOSS.to(dist)[None, None])).clamp(0, 255)
+    dist = torch.round(_emboss(dist)).clamp(0, 255)
     dist = torch.round(_ops.box3(dist))
     m = liquid8 * dist
     m = m / m.amax(dim=(1, 2, 3), keepdim=True).clamp_min(1e-12)
     return m * intensity
 
 
-_SOBEL_X = torch.tensor([[-1.0, 0.0, 1.0], [-2.0, 0.0, 2.0], [-1.0, 0.0, 1.0]])
-
-
 def _canny(levels, low, high):
     """OpenCV's Canny (3×3 Sobel, L1 magnitude, non-maximum suppression, hysteresis), batched."""
-    padded = _ops.pad2d(levels, 1, "nearest")
-    gx = F.conv2d(padded, _SOBEL_X.to(levels)[None, None])
-    gy = F.conv2d(padded, _SOBEL_X.T.contiguous().to(levels)[None, None])
+    p = _ops.pad2d(levels, 1, "nearest")
+    h, w = levels.shape[-2:]
+
+    def px(dy, dx):
+        return p[..., 1 + dy : 1 + dy + h, 1 + dx : 1 + dx + w]
+
+    gx = (px(-1, 1) - px(-1, -1)) + 2 * (px(0, 1) - px(0, -1)) + (px(1, 1) - px(1, -1))
+    gy = (px(1, -1) - px(-1, -1)) + 2 * (px(1, 0) - px(-1, 0)) + (px(1, 1) - px(-1, 1))
     mag = gx.abs() + gy.abs()
     m = F.pad(mag, (1, 1, 1, 1))  # zero magnitude outside the image
-    h, w = levels.shape[-2:]
 
     def at(dy, dx):
         return m[..., 1 + dy : 1 + dy + h, 1 + dx : 1 + dx + w]
@@ -311,19 +319,22 @@ def _canny(levels, low, high):
     ax, ay = gx.abs(), gy.abs()
     horizontal = ay < ax * 0.4142135623730951
     vertical = ay > ax * 2.414213562373095
-    s = torch.where((gx < 0) ^ (gy < 0), -1, 1)
+    same_sign = (gx < 0) == (gy < 0)
     keep_h = (mag > at(0, -1)) & (mag >= at(0, 1))
     keep_v = (mag > at(-1, 0)) & (mag >= at(1, 0))
-    diag_a = (mag > at(-1, -1)) & (mag > at(1, 1))  # s = 1
-    diag_b = (mag > at(-1, 1)) & (mag > at(1, -1))  # s = -1
-    keep_d = torch.where(s > 0, diag_a, diag_b)
+    keep_d = torch.where(same_sign, (mag > at(-1, -1)) & (mag > at(1, 1)), (mag > at(-1, 1)) & (mag > at(1, -1)))
     maxima = (mag > low) & torch.where(horizontal, keep_h, torch.where(vertical, keep_v, keep_d))
     edge = maxima & (mag > high)
-    for _ in range(64):  # hysteresis: grow strong edges through 8-connected weak maxima
-        grown = maxima & (F.max_pool2d(edge.to(levels), 3, stride=1, padding=1) > 0)
-        if torch.equal(grown, edge):
+    weak = maxima & ~edge
+    while bool(weak.any()):  # hysteresis: grow strong edges through 8-connected weak maxima
+        e = F.pad(edge, (1, 1, 1, 1))
+        near = e[..., :-2, :-2] | e[..., :-2, 1:-1] | e[..., :-2, 2:] | e[..., 1:-1, :-2]
+        near = near | e[..., 1:-1, 2:] | e[..., 2:, :-2] | e[..., 2:, 1:-1] | e[..., 2:, 2:]
+        reached = weak & near
+        if not bool(reached.any()):
             break
-        edge = grown
+        edge = edge | reached
+        weak = weak & ~reached
     return edge
 
 

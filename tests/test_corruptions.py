@@ -122,3 +122,18 @@ def test_jpeg_roundtrip_matches_pillow_and_keeps_types():
     np.testing.assert_array_equal(jpeg_roundtrip(tensor).permute(0, 2, 3, 1).numpy(), out)
     with pytest.raises(ValueError, match="quality"):
         jpeg_roundtrip(images, quality=0)
+
+
+@pytest.mark.parametrize("photons", [3, 60, 500])
+def test_shot_noise_draws_poisson_counts(photons):
+    from robustbench_pp.corruptions import _ops, kernels
+
+    levels = torch.tensor([1.0, 50.0, 128.0, 255.0]) / 255
+    x = levels.view(1, 1, 4, 1).expand(1, 3, 4, 20000).contiguous()
+    counts = kernels.shot_noise(x, photons, rng=_ops.ImageRandomness([5], "cpu"))[0] * photons
+    for i, level in enumerate(levels.tolist()):
+        sample = counts[:, i].reshape(-1).double()
+        rate = photons * level
+        assert torch.allclose(sample, sample.round(), atol=1e-3), "counts are whole numbers"
+        assert abs(sample.mean().item() - rate) < 4 * (rate / sample.numel()) ** 0.5 + 1e-9
+        assert abs(sample.var().item() / rate - 1) < 0.05

@@ -41,6 +41,8 @@ Departures from the reference package (``imagecorruptions``):
   non-maximum suppression, hysteresis; edge maps identical on the liquid layers we compared),
   distance to the edges (exact Euclidean, where OpenCV's DIST_L2 uses a 5×5 mask
   approximation), 3×3 box blurs, histogram equalisation, emboss, with the same uint8 steps.
+* shot_noise: exact inversion of tabulated Poisson CDFs (one float64 uniform per value; the
+  input has only 256 grey levels, so 256 rates) instead of numpy's Poisson sampler.
 * impulse_noise: one uniform per value (u < amount flips, u < amount/2 salts) where skimage
   draws two; the same distribution.
 * jpeg_compression: torchvision's libjpeg (or nvJPEG on CUDA) instead of Pillow's; same

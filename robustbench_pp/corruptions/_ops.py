@@ -35,17 +35,17 @@ class ImageRandomness:
         self.device = torch.device(device)
         self.generators = [torch.Generator(device=self.device).manual_seed(s) for s in seeds]
 
-    def _fill(self, shape, fill) -> torch.Tensor:
+    def _fill(self, shape, fill, dtype=torch.float32) -> torch.Tensor:
         if not self.generators:
             raise ValueError("no images to draw for")
-        out = torch.empty((len(self.generators),) + tuple(shape), device=self.device)
+        out = torch.empty((len(self.generators),) + tuple(shape), dtype=dtype, device=self.device)
         for image, g in zip(out, self.generators):
             fill(image, g)
         return out
 
-    def uniform(self, shape, low: float = 0.0, high: float = 1.0) -> torch.Tensor:
-        """U(low, high) of shape N×shape (float32)."""
-        return self._fill(shape, lambda image, g: image.uniform_(low, high, generator=g))
+    def uniform(self, shape, low: float = 0.0, high: float = 1.0, dtype=torch.float32) -> torch.Tensor:
+        """U(low, high) of shape N×shape (float32 unless ``dtype`` says otherwise)."""
+        return self._fill(shape, lambda image, g: image.uniform_(low, high, generator=g), dtype)
 
     def normal(self, shape, mean: float = 0.0, std: float = 1.0) -> torch.Tensor:
         """N(mean, std²) of shape N×shape (float32)."""

@@ -31,7 +31,7 @@ def gaussian_noise(x, sigma, *, rng):
 
 
 @lru_cache(maxsize=32)
-def _poisson_tables(photons: float):
+def _poisson_tables(photons: float, device: str = "cpu"):
     """Inverse-CDF tables of Poisson(photons·v/255) for the 256 grey levels v.
 
     Returns (cdf 256×K float64, guide 256×(M+1) int64), M = 4K: guide[v, j] is the smallest k
@@ -47,13 +47,13 @@ def _poisson_tables(photons: float):
     cells = 4 * size
     edges = np.arange(cells + 1) / cells
     guide = np.stack([np.searchsorted(row, edges, side="right") for row in cdf])
-    return torch.from_numpy(cdf), torch.from_numpy(np.minimum(guide, size - 1))
+    return torch.from_numpy(cdf).to(device), torch.from_numpy(np.minimum(guide, size - 1)).to(device)
 
 
 def shot_noise(x, photons, *, rng):
     # x·photons is the Poisson rate; inputs are whole grey levels, so the 256 rates' CDFs are
     # tabulated and each count is the exact inverse CDF of one float64 uniform.
-    cdf, guide = (t.to(x.device) for t in _poisson_tables(float(photons)))
+    cdf, guide = _poisson_tables(float(photons), str(x.device))
     size, cells = cdf.shape[1], guide.shape[1] - 1
     level = torch.round(x * 255).long().reshape(-1)
     u = rng.uniform(x.shape[1:], dtype=torch.float64).reshape(-1)
@@ -184,7 +184,7 @@ _FROST_FILES = ("frost1.png", "frost2.png", "frost3.png", "frost4.jpg", "frost5.
 
 
 @lru_cache(maxsize=8)
-def _frost_textures(scale: float) -> tuple[torch.Tensor, ...]:
+def _frost_textures(scale: float, device: str = "cpu") -> tuple[torch.Tensor, ...]:
     """The five frost textures used by the originals (3×h×w floats, 0..255), resized by ``scale``."""
     import importlib.resources
 
@@ -198,7 +198,7 @@ def _frost_textures(scale: float) -> tuple[torch.Tensor, ...]:
         texture = rgb.permute(2, 0, 1)
         if scale != 1.0:  # cv2.resize(fx=fy=scale), bilinear without anti-aliasing
             texture = F.interpolate(texture[None], scale_factor=scale, mode="bilinear", align_corners=False, recompute_scale_factor=False)[0]
-        textures.append(texture)
+        textures.append(texture.to(device))
     return tuple(textures)
 
 
@@ -214,14 +214,14 @@ def _fitted_texture(texture: torch.Tensor, h: int, w: int) -> torch.Tensor:
 
 def frost(x, image_coef, frost_coef, texture_scale, *, rng):
     h, w = x.shape[-2:]
-    textures = [_fitted_texture(t, h, w).to(x.device) for t in _frost_textures(float(texture_scale))]
+    textures = [_fitted_texture(t, h, w) for t in _frost_textures(float(texture_scale), str(x.device))]
     choice = rng.integers(0, len(textures), ())
     starts = rng.uniform((2,))  # crop position as a fraction of the free range
     crops = []
-    for n, k in enumerate(choice.tolist()):
+    for k, (top_fraction, left_fraction) in zip(choice.tolist(), starts.tolist()):
         t = textures[k]
-        top = int(starts[n, 0].item() * (t.shape[-2] - h))
-        left = int(starts[n, 1].item() * (t.shape[-1] - w))
+        top = int(top_fraction * (t.shape[-2] - h))
+        left = int(left_fraction * (t.shape[-1] - w))
         crops.append(t[:, top : top + h, left : left + w])
     return image_coef * x + frost_coef * torch.stack(crops) / 255
 

@@ -184,3 +184,17 @@ def test_jensen_shannon_loss():
     logits = torch.randn(4, 10)
     assert aug.jensen_shannon_loss(logits, logits, logits).abs() < 1e-6
     assert aug.jensen_shannon_loss(logits, torch.randn(4, 10), torch.randn(4, 10)) > 0.01
+
+
+def test_recipe_defaults_resolve():
+    standard = TrainConfig(model="resnet18", out="unused").resolved()
+    assert (standard.lr, standard.batch_size, standard.schedule, standard.jsd) == (0.1, 128, "cosine", False)
+    assert TrainConfig(model="resnet18", out="u", augment="augmix").resolved().jsd is True
+    assert TrainConfig(model="resnet18", out="u", augment="augmix", jsd=False).resolved().jsd is False
+    pushpull = TrainConfig(model="resnet18_pp3", out="u", recipe="pushpull", augment="prime").resolved()
+    assert (pushpull.lr, pushpull.weight_decay, pushpull.schedule, pushpull.jsd) == (0.2, 1e-5, "onecycle", False)
+    # AlexNet (no BatchNorm) gets a tenth of the ResNet rate unless --lr is given.
+    assert TrainConfig(model="alexnet", out="u").resolved().lr == pytest.approx(0.01)
+    assert TrainConfig(model="alexnet", out="u", lr=0.05).resolved().lr == 0.05
+    with pytest.raises(ValueError, match="did you mean"):
+        TrainConfig(model="resnet81", out="u").resolved()

@@ -20,9 +20,13 @@ class CifarAlexNet(nn.Module):
 
     Channel widths are ``width × (1, 3, 6, 4, 4)`` (64 gives AlexNet's 64-192-384-256-256)
     and the hidden fully connected layers have ``16 × width`` units.
+
+    Dropout defaults to 0 (AlexNet used 0.5): on 5000 Fashion-MNIST images at width 16 and
+    lr 0.01, dropout 0.5 left the training loss at 2.13-1.54 after 2 epochs (seeds 0, 1) against
+    0.90 without it, and these short runs are what this model is trained with here.
     """
 
-    def __init__(self, num_classes: int = 10, width: int = 64, dropout: float = 0.5) -> None:
+    def __init__(self, num_classes: int = 10, width: int = 64, dropout: float = 0.0) -> None:
         super().__init__()
         c1, c2, c3, c4, c5 = (width * m for m in (1, 3, 6, 4, 4))
         self.features = nn.Sequential(
@@ -38,6 +42,14 @@ class CifarAlexNet(nn.Module):
             nn.Dropout(dropout), nn.Linear(hidden, hidden), nn.ReLU(inplace=True),
             nn.Linear(hidden, num_classes),
         )
+        # He init: with PyTorch's default init (uniform, a=√5) this BatchNorm-free net at small
+        # widths stays at chance for the first epochs (measured: loss 2.30 after 2 epochs).
+        for module in self.modules():
+            if isinstance(module, (nn.Conv2d, nn.Linear)):
+                nn.init.kaiming_normal_(module.weight, mode="fan_in", nonlinearity="relu")
+                nn.init.zeros_(module.bias)
+        # A small classifier start keeps the first logits near uniform (initial loss ≈ ln K).
+        nn.init.normal_(self.classifier[-1].weight, std=0.01)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.classifier(torch.flatten(self.features(x), 1))

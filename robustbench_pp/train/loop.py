@@ -18,7 +18,7 @@ import torch.nn.functional as F
 
 from robustbench_pp.train import augment as aug
 from robustbench_pp.train.data import NORMALISATION, NUM_CLASSES, balanced_subset, indices_fingerprint, load_dataset
-from robustbench_pp.train.recipes import AUGMENTATIONS, RECIPES, SCHEDULES
+from robustbench_pp.train.recipes import AUGMENTATIONS, LR_SCALE_BY_ARCHITECTURE, RECIPES, SCHEDULES
 
 STATE_FILE = "train_state.pt"
 CHECKPOINT_STEM = "model"  # model.safetensors + model.json in the output folder
@@ -62,11 +62,14 @@ class TrainConfig:
             raise ValueError(f"unknown augmentation {self.augment!r}; choose one of {', '.join(AUGMENTATIONS)}")
         if self.epochs < 1:
             raise ValueError(f"epochs must be at least 1, got {self.epochs}")
+        from robustbench_pp.models import get_card
+
         recipe = RECIPES[self.recipe]
+        architecture = get_card(self.model, stem=self.stem).architecture  # also rejects unknown names early
         resolved = dataclasses.replace(
             self,
             batch_size=self.batch_size or recipe.batch_size,
-            lr=self.lr if self.lr is not None else recipe.lr,
+            lr=self.lr if self.lr is not None else recipe.lr * LR_SCALE_BY_ARCHITECTURE.get(architecture, 1.0),
             weight_decay=self.weight_decay if self.weight_decay is not None else recipe.weight_decay,
             schedule=self.schedule or recipe.schedule,
             jsd=(self.jsd if self.jsd is not None else recipe.jsd) and self.augment in ("augmix", "prime"),

@@ -137,3 +137,18 @@ def test_shot_noise_draws_poisson_counts(photons):
         assert torch.allclose(sample, sample.round(), atol=1e-3), "counts are whole numbers"
         assert abs(sample.mean().item() - rate) < 4 * (rate / sample.numel()) ** 0.5 + 1e-9
         assert abs(sample.var().item() / rate - 1) < 0.05
+
+
+@pytest.mark.parametrize("size, radius, sigma", [(32, 9, 2.5), (80, 15, 8)])
+def test_motion_blur_matches_the_reference_shifts_exactly(size, radius, sigma):
+    """Both code paths (batched gathers for small images, slices for large) against the package."""
+    from imagecorruptions.corruptions import _motion_blur
+
+    from robustbench_pp.corruptions import _ops
+
+    x = torch.from_numpy(_photo_batch(3, size)).permute(0, 3, 1, 2).float() / 255
+    angles = torch.tensor([-44.5, 0.0, 37.25])
+    ours = _ops.motion_blur(x, radius, sigma, angles)
+    for n, angle in enumerate(angles.tolist()):
+        ref = _motion_blur(x[n].permute(1, 2, 0).numpy(), radius=radius, sigma=sigma, angle=angle)
+        np.testing.assert_allclose(ours[n].permute(1, 2, 0).numpy(), ref, atol=1e-5)

@@ -206,20 +206,41 @@ def motion_blur(x: torch.Tensor, radius: int, sigma: float, angles_deg: torch.Te
     taps = np.exp(-(np.arange(width) ** 2) / (2 * sigma**2))
     taps /= taps.sum()
     h, w = x.shape[-2:]
+    # The reference's arithmetic, step by step, so that half-pixel ties round the same way.
+    angles = np.deg2rad(np.asarray(angles_deg.tolist(), dtype=np.float64))
+    point_y, point_x = width * np.sin(angles), width * np.cos(angles)
+    hypot = np.hypot(point_y, point_x)[:, None]
+    i = np.arange(width)[None, :]
+    dy = -np.ceil(((i * point_y[:, None]) / hypot) - 0.5).astype(np.int64)
+    dx = -np.ceil(((i * point_x[:, None]) / hypot) - 0.5).astype(np.int64)
+    # Taps from the first shift that reaches the image size on are dropped.
+    inside = np.cumprod((np.abs(dy) < h) & (np.abs(dx) < w), axis=1).astype(bool)
+    if h * w <= 64 * 64:
+        return _motion_blur_gather(x, taps, dy, dx, inside)
     pad = width
     padded = pad2d(x, pad, "nearest")
     out = torch.zeros_like(x)
-    for n, angle in enumerate(angles_deg.tolist()):
-        # The reference's arithmetic, step by step, so that half-pixel ties round the same way.
-        point = (width * np.sin(np.deg2rad(angle)), width * np.cos(np.deg2rad(angle)))
-        hypot = math.hypot(point[0], point[1])
+    for n in range(x.shape[0]):
         acc = out[n]
-        for i, weight in enumerate(taps):
-            dy = -math.ceil(((i * point[0]) / hypot) - 0.5)
-            dx = -math.ceil(((i * point[1]) / hypot) - 0.5)
-            if abs(dy) >= h or abs(dx) >= w:
-                break
-            acc.add_(padded[n, :, pad - dy : pad - dy + h, pad - dx : pad - dx + w], alpha=float(weight))
+        for k in np.flatnonzero(inside[n]):
+            a, b = pad - dy[n, k], pad - dx[n, k]
+            acc.add_(padded[n, :, a : a + h, b : b + w], alpha=float(taps[k]))
+    return out
+
+
+def _motion_blur_gather(x, taps, dy, dx, inside):
+    """Small images: every tap for the whole batch at once, with clamped row/column gathers."""
+    n, c, h, w = x.shape
+    rows = torch.as_tensor(np.clip(np.arange(h)[None, None, :] - dy[:, :, None], 0, h - 1), device=x.device)
+    cols = torch.as_tensor(np.clip(np.arange(w)[None, None, :] - dx[:, :, None], 0, w - 1), device=x.device)
+    weights = torch.as_tensor(np.where(inside, taps[None, :], 0.0), dtype=x.dtype, device=x.device)
+    out = torch.zeros_like(x)
+    for k in range(taps.shape[0]):
+        if not inside[:, k].any():
+            break
+        shifted = x.gather(2, rows[:, k][:, None, :, None].expand(n, c, h, w))
+        shifted = shifted.gather(3, cols[:, k][:, None, None, :].expand(n, c, h, w))
+        out.addcmul_(shifted, weights[:, k].view(n, 1, 1, 1))
     return out
 
 

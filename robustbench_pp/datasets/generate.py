@@ -304,9 +304,8 @@ def generate(name, *, out, source_root=None, corruptions=None, severities=None, 
         ValueError: bad names, severities or limit.
     """
     import torch
-    from tqdm import tqdm
 
-    from robustbench_pp.datasets.benchmark import _jpeg_key, validate_selection
+    from robustbench_pp.datasets.benchmark import validate_selection
 
     spec = get_dataset(name)
     if workers > 1 and device != "cpu":
@@ -314,7 +313,21 @@ def generate(name, *, out, source_root=None, corruptions=None, severities=None, 
     corruptions, severities = validate_selection(corruptions, severities)
     corruptions = corruptions or ALL_CORRUPTIONS
     severities = tuple(sorted(set(severities)))
+    caller_threads = torch.get_num_threads()
     torch.set_num_threads(threads)
+    try:
+        return _generate(spec, out, source_root, corruptions, severities, seed, device, batch_size, limit, workers,
+                         threads, progress)
+    finally:
+        torch.set_num_threads(caller_threads)  # the caller's (e.g. an evaluation's) threads are its own
+
+
+def _generate(spec, out, source_root, corruptions, severities, seed, device, batch_size, limit, workers, threads,
+              progress) -> GenerationReport:
+    from tqdm import tqdm
+
+    from robustbench_pp.datasets.benchmark import _jpeg_key
+
     source = open_clean_source(spec, source_root)
     if limit is not None and limit < source.num_images:
         source_indices = balanced_subset(source.labels, limit, SUBSET_SEED)

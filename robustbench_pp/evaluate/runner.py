@@ -263,7 +263,7 @@ def run_evaluation(
             def callback(n, cell_bar=cell_bar):
                 cell_bar(n)
                 overall(n)
-        batches = data.batches(corruption, severity, batch_size=batch_size, indices=positions, device="cpu",
+        batches = data.batches(corruption, severity, batch_size=batch_size, indices=positions, device=device,
                                pin_memory=device.type == "cuda", num_workers=settings.num_workers)
         outcome = evaluate_cell(forward, batches, on_batch=callback)
         merged = reduce_outcome(outcome, partition, device if device.type == "cuda" else torch.device("cpu"))

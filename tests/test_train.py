@@ -198,3 +198,17 @@ def test_recipe_defaults_resolve():
     assert TrainConfig(model="alexnet", out="u", lr=0.05).resolved().lr == 0.05
     with pytest.raises(ValueError, match="did you mean"):
         TrainConfig(model="resnet81", out="u").resolved()
+
+
+def test_dataset_errors_name_the_fix(tmp_path):
+    from robustbench_pp.datasets.sources import SourceError
+    from robustbench_pp.train import load_dataset
+
+    with pytest.raises(ValueError, match="--data-root"):
+        load_dataset("cifar10", "train")
+    with pytest.raises(SourceError, match="cifar-10-batches-py"):
+        load_dataset("cifar10", "train", data_root=tmp_path)  # no implicit download
+    with pytest.raises(ValueError, match="cifar10 only"):
+        load_dataset("fashion-mnist", "train", download=True)
+    with pytest.raises(ValueError, match="unknown dataset"):
+        load_dataset("mnist", "train")

@@ -8,15 +8,14 @@ from pathlib import Path
 
 import numpy as np
 
+from robustbench_pp.models.registry import CIFAR10_MEAN, CIFAR10_STD  # PushPull-Net's CIFAR-10 values
+
 # Computed once from the padded training set: load_fashion_mnist(split="train") (60000 images,
 # zero-padded 28 -> 32, grey replicated to RGB), pixel values / 255, mean and std over every
 # pixel of every image: 0.21900 and 0.33181 (float64). The padding lowers the mean from
 # Fashion-MNIST's usual 28 px value (0.2860).
 FASHION_MNIST_MEAN = (0.2190, 0.2190, 0.2190)
 FASHION_MNIST_STD = (0.3318, 0.3318, 0.3318)
-# CIFAR-10 normalisation used by the PushPull-Net code (spec section 3).
-CIFAR10_MEAN = (0.4914, 0.4822, 0.4465)
-CIFAR10_STD = (0.2023, 0.1994, 0.2010)
 
 DATASETS = ("fashion-mnist", "cifar10")
 NORMALISATION = {"fashion-mnist": (FASHION_MNIST_MEAN, FASHION_MNIST_STD), "cifar10": (CIFAR10_MEAN, CIFAR10_STD)}

@@ -5,7 +5,6 @@ from __future__ import annotations
 import dataclasses
 import json
 import math
-import os
 import shlex
 import sys
 import time
@@ -172,7 +171,7 @@ def train(config: TrainConfig, *, resume: bool = False, command: str | None = No
     """
     from tqdm import tqdm
 
-    from robustbench_pp.models import create_model, get_card, save_checkpoint
+    from robustbench_pp.models import create_model, get_card
 
     config = config.resolved()
     out = Path(config.out)

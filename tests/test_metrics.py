@@ -152,3 +152,15 @@ def test_summarize_with_and_without_reference():
     # The baseline has no normalised mCE, so R_net falls back to the unnormalised reading.
     assert full.r_net == pytest.approx(full.r_net_unnormalized)
     assert full.r_net_unnormalized == pytest.approx(100 * (ALEXNET_IMAGENET_CLEAN - 0.4) / (2 * ALEXNET_IMAGENET_CLEAN))
+
+
+def test_relative_mce_is_left_out_with_a_reason_when_the_reference_is_not_hurt():
+    errors = {c: [0.3] * 5 for c in CORRUPTIONS}
+    reference = {c: [0.5] * 5 for c in CORRUPTIONS}
+    reference["zoom_blur"] = [0.2, 0.2, 0.2, 0.2, 0.21]  # sums to 1.01 <= 5 x clean 0.21
+    summary = summarize(errors, 0.1, reference=reference, reference_clean_error=0.21)
+    assert summary.relative_mce is None
+    assert summary.mce == pytest.approx((14 * 0.6 + 1.5 / 1.01) / 15)
+    assert "relative mCE undefined" in summary.note and "zoom_blur" in summary.note
+    with pytest.raises(ValueError, match="zoom_blur: relative_corruption_error"):
+        relative_mean_corruption_error(errors, 0.1, reference, 0.21)

@@ -117,8 +117,9 @@ def print_summary(results_file: str, reference_choice: str | None, baseline: str
     width = max(len(k) for k, _ in rows)
     for key, value in rows:
         click.echo(f"{key:<{width}}  {value}")
-    if note:
-        click.echo(f"note: {note}")
+    for text in (note, summary.note if reference is not None else None):
+        if text:
+            click.echo(f"note: {text}")
     if baseline_table is not None:
         click.echo("note: R_net's formula is reconstructed from the PushPull-Net table (it fits every row within rounding).")
 

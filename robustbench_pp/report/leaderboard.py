@@ -20,7 +20,7 @@ from types import MappingProxyType
 
 from robustbench_pp.metrics import corruption_error
 from robustbench_pp.names import CORRUPTIONS, SEVERITIES
-from robustbench_pp.results import IncompleteRunError, Reference, RunTable, summarize_run
+from robustbench_pp.results import Reference, RunTable, summarize_run
 
 MEASURED = "measured"
 REPORTED = "reported"
@@ -193,7 +193,7 @@ def measured_rows(
             rows.append(LeaderboardRow(**common, clean_error=table.clean_error,
                                        note=f"incomplete: {missing} of {1 + len(CORRUPTIONS) * len(SEVERITIES)} cells missing"))
             continue
-        summary, caveat = _summarize(table, reference, base)
+        summary = summarize_run(table, reference, base)
         rows.append(
             LeaderboardRow(
                 **common,
@@ -204,28 +204,10 @@ def measured_rows(
                 r_net=summary.r_net_unnormalized,
                 r_net_mce=summary.r_net if summary.mce is not None and base is not None else None,
                 baseline=base.label if base is not None else None,
-                note=caveat,
+                note=summary.note if reference is not None else None,
             )
         )
     return rows, notes
-
-
-def _summarize(table: RunTable, reference: Reference | None, base: RunTable | None):
-    """summarize_run, but a relative mCE that is undefined leaves only that column empty.
-
-    Relative CE divides by Σ_s (E_ref − E_ref,clean), which is not positive when a mild
-    corruption does not hurt the reference (plausible on small data sets such as
-    Fashion-MNIST): then every other number still stands, and the row says why.
-    """
-    try:
-        return summarize_run(table, reference, base), None
-    except IncompleteRunError as exc:  # pragma: no cover - completeness is checked before
-        raise ValueError(str(exc)) from None
-    except ValueError as exc:
-        if reference is None or "relative" not in str(exc):
-            raise
-        without_relative = Reference(reference.name, reference.errors, None)
-        return summarize_run(table, without_relative, base), f"relative mCE undefined: {exc}"
 
 
 def build_leaderboard(

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import os
-import tempfile
 
 import click
 
@@ -39,6 +38,7 @@ def render_gallery(image, names, preset: str, seed: int, out_path: str, dpi: int
     import numpy as np
 
     from robustbench_pp.corruptions import corrupt
+    from robustbench_pp.fileio import atomic_path
     from robustbench_pp.names import SEVERITIES
 
     batch = np.repeat(image[None], len(SEVERITIES), axis=0)
@@ -58,19 +58,11 @@ def render_gallery(image, names, preset: str, seed: int, out_path: str, dpi: int
         ax.set_yticks([])
     fig.suptitle(f"robustbench_pp corruptions, {preset} preset, seed {seed}", fontsize=9)
     fig.tight_layout(rect=(0, 0, 1, 0.99))
-    directory = os.path.dirname(os.path.abspath(out_path))
-    fd, tmp = tempfile.mkstemp(suffix=".png", dir=directory)
-    os.close(fd)
     try:
-        fig.savefig(tmp, dpi=dpi, format="png")
-        umask = os.umask(0)
-        os.umask(umask)
-        os.chmod(tmp, 0o666 & ~umask)  # mkstemp creates 0600; a picture is for sharing
-        os.replace(tmp, out_path)
+        with atomic_path(out_path) as tmp:
+            fig.savefig(tmp, dpi=dpi, format="png")
     finally:
         plt.close(fig)
-        if os.path.exists(tmp):
-            os.unlink(tmp)
 
 
 @click.command("corrupt-gallery")

@@ -37,14 +37,13 @@ from robustbench_pp.datasets.manifest import (
     MANIFEST_NAME,
     MANIFEST_VERSION,
     ManifestError,
-    atomic_write_text,
     entry_is_complete,
-    file_digest,
     read_manifest,
     write_manifest,
 )
 from robustbench_pp.datasets.released import LABELS_FILE
 from robustbench_pp.datasets.specs import DatasetSpec, get_dataset
+from robustbench_pp.fileio import atomic_write, file_digest
 from robustbench_pp.names import ALL_CORRUPTIONS
 
 PARTIAL_DIR = ".partial"
@@ -512,7 +511,7 @@ def _npy_progress(partial_root: Path, corruption: str, spec: DatasetSpec, num_im
 def _npy_mark_done(partial_root: Path, corruption: str, severity: int) -> None:
     progress = partial_root / f"{corruption}.progress.json"
     done = json.loads(progress.read_text())["done"] if progress.is_file() else []
-    atomic_write_text(progress, json.dumps({"done": sorted(set(done) | {severity})}))
+    atomic_write(progress, json.dumps({"done": sorted(set(done) | {severity})}))
 
 
 def _npy_finalize(folder: Path, partial_root: Path, manifest: dict, corruption: str, severities, num_images: int):
@@ -531,7 +530,7 @@ def _npy_finalize(folder: Path, partial_root: Path, manifest: dict, corruption: 
 def _jpeg_finalize(folder: Path, partial_root: Path, manifest: dict, corruption: str, severity: int, keys, severities):
     partial = partial_root / f"{corruption}-{severity}"
     lines = [f"{file_digest(partial / key)}  {key}\n" for key in keys]
-    atomic_write_text(partial / "SHA256SUMS", "".join(lines))
+    atomic_write(partial / "SHA256SUMS", "".join(lines))
     target = folder / corruption / str(severity)
     if target.exists():  # renamed before an interruption, never recorded: not trusted
         shutil.rmtree(target)

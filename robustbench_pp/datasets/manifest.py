@@ -8,17 +8,15 @@ not list, or lists with another size, is an interrupted write and is never trust
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
-import tempfile
 from pathlib import Path
+
+from robustbench_pp.fileio import atomic_write, file_digest
 
 MANIFEST_NAME = "manifest.json"
 MANIFEST_FORMAT = "robustbench_pp/corrupted-set"
 MANIFEST_VERSION = 1
-
-_CHUNK = 8 << 20
 
 
 def _hash_cache_file() -> Path:
@@ -27,15 +25,6 @@ def _hash_cache_file() -> Path:
 
 class ManifestError(ValueError):
     """A manifest is missing, malformed or disagrees with the files; the message names the file."""
-
-
-def file_digest(path: str | os.PathLike, algorithm: str = "sha256") -> str:
-    """Hex digest of a file's bytes, read in 8 MiB chunks (bounded memory)."""
-    digest = hashlib.new(algorithm)
-    with open(path, "rb") as handle:
-        while chunk := handle.read(_CHUNK):
-            digest.update(chunk)
-    return digest.hexdigest()
 
 
 def cached_sha256(path: str | os.PathLike) -> str:
@@ -59,29 +48,10 @@ def cached_sha256(path: str | os.PathLike) -> str:
     cache = {path: entry for path, entry in cache.items() if os.path.exists(path)}  # forget deleted files
     cache[key] = {"size": stat.st_size, "mtime_ns": stat.st_mtime_ns, "sha256": value}
     try:
-        atomic_write_text(cache_file, json.dumps(cache, indent=0, sort_keys=True))
+        atomic_write(cache_file, json.dumps(cache, indent=0, sort_keys=True))
     except OSError:  # a read-only home only costs the cache
         pass
     return value
-
-
-def atomic_write_text(path: str | os.PathLike, text: str) -> None:
-    """Write ``text`` to ``path`` via a temporary file in the same folder and ``os.replace``."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        umask = os.umask(0)
-        os.umask(umask)
-        os.fchmod(fd, 0o666 & ~umask)  # mkstemp creates 0600; give the file the usual permissions
-        with os.fdopen(fd, "w", encoding="utf-8") as handle:
-            handle.write(text)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
 
 
 def read_manifest(folder: str | os.PathLike) -> dict | None:
@@ -104,7 +74,7 @@ def read_manifest(folder: str | os.PathLike) -> dict | None:
 
 def write_manifest(folder: str | os.PathLike, manifest: dict) -> None:
     """Replace the manifest of ``folder`` atomically."""
-    atomic_write_text(Path(folder) / MANIFEST_NAME, json.dumps(manifest, indent=1, sort_keys=True) + "\n")
+    atomic_write(Path(folder) / MANIFEST_NAME, json.dumps(manifest, indent=1, sort_keys=True) + "\n")
 
 
 def entry_is_complete(folder: Path, relpath: str, entry: dict) -> bool:

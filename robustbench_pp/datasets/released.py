@@ -18,7 +18,8 @@ from pathlib import Path
 
 import numpy as np
 
-from robustbench_pp.datasets.manifest import ManifestError, file_digest
+from robustbench_pp.datasets.manifest import ManifestError
+from robustbench_pp.fileio import file_digest
 from robustbench_pp.datasets.specs import DatasetSpec, load_release_checksums
 from robustbench_pp.names import ALL_CORRUPTIONS
 

@@ -15,6 +15,7 @@ import warnings
 from collections.abc import Iterable, Sequence
 from pathlib import Path
 
+from robustbench_pp.fileio import atomic_write
 from robustbench_pp.results.schema import IDENTITY_PROVENANCE, CellRecord, RecordError
 
 
@@ -86,6 +87,10 @@ def _drop_torn_tail(fd: int, path: Path) -> None:
     os.ftruncate(fd, new_size)
 
 
+def _line(record: CellRecord) -> bytes:
+    return (json.dumps(record.to_json(), sort_keys=True, allow_nan=False) + "\n").encode("utf-8")
+
+
 def append_records(path: str | os.PathLike, records: Iterable[CellRecord]) -> None:
     """Append records to a results file atomically (all of them or, if killed, a torn tail).
 
@@ -94,9 +99,7 @@ def append_records(path: str | os.PathLike, records: Iterable[CellRecord]) -> No
     written survives a crash.
     """
     path = Path(path)
-    payload = b"".join(
-        (json.dumps(r.to_json(), sort_keys=True, allow_nan=False) + "\n").encode("utf-8") for r in records
-    )
+    payload = b"".join(_line(r) for r in records)
     if not payload:
         return
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -113,19 +116,7 @@ def append_records(path: str | os.PathLike, records: Iterable[CellRecord]) -> No
 
 def write_records(path: str | os.PathLike, records: Sequence[CellRecord]) -> None:
     """Write a whole results file at once (temp file + atomic rename): for merged results."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    temporary = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    try:
-        with open(temporary, "wb") as handle:
-            for record in records:
-                handle.write((json.dumps(record.to_json(), sort_keys=True, allow_nan=False) + "\n").encode("utf-8"))
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(temporary, path)
-    finally:
-        if temporary.exists():
-            temporary.unlink()
+    atomic_write(path, b"".join(_line(r) for r in records))
 
 
 def run_identity(record: CellRecord) -> dict:

@@ -48,11 +48,15 @@ def _run(args: list[str]) -> None:
     from robustbench_pp.cli import main
 
     click.secho("$ rbpp " + shlex.join(args), fg="cyan", err=True)
+    saved_argv = sys.argv
+    sys.argv = ["rbpp", *args]  # what the records and checkpoint cards note as the command
     try:
         main.main(args=args, prog_name="rbpp", standalone_mode=False)
     except click.ClickException as exc:
         exc.show()
         raise SystemExit(exc.exit_code) from None
+    finally:
+        sys.argv = saved_argv
 
 
 def _trained(folder: Path) -> bool:

@@ -40,8 +40,9 @@ def test_balanced_subset_is_seeded_and_class_balanced():
     assert counts.tolist() == [10] * 5 + [9] * 5
     assert np.array_equal(subset, balanced_subset(labels, 95, seed=1))
     assert not np.array_equal(subset, balanced_subset(labels, 95, seed=2))
-    with pytest.raises(ValueError, match="needs 11 images of class"):
-        balanced_subset(np.repeat(np.arange(10), 10), 101, seed=0)
+    with pytest.raises(ValueError, match="needs 5 images of class 0; the source has 4"):
+        balanced_subset(np.repeat(np.arange(10), 10)[6:], 50, seed=0)
+    assert balanced_subset(labels, None, seed=0).tolist() == list(range(1000))
 
 
 @needs_fashion_mnist

@@ -138,7 +138,7 @@ def test_balanced_subset():
     assert counts.sum() == 95 and counts.max() - counts.min() <= 1
     assert np.array_equal(subset, balanced_subset(labels, 95, seed=1))
     assert not np.array_equal(subset, balanced_subset(labels, 95, seed=2))
-    with pytest.raises(ValueError, match="fewer than"):
+    with pytest.raises(ValueError, match="needs 2 images of class 1; the source has 1"):
         balanced_subset(np.array([0, 0, 0, 0, 1]), 4, seed=0)
 
 

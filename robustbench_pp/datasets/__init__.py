@@ -17,11 +17,12 @@ from robustbench_pp.datasets.benchmark import (
     open_benchmark,
 )
 from robustbench_pp.datasets.clean import CleanSource, download_source, open_clean_source
-from robustbench_pp.datasets.generate import GenerationReport, balanced_subset, generate
+from robustbench_pp.datasets.generate import GenerationReport, generate
 from robustbench_pp.datasets.manifest import ManifestError
 from robustbench_pp.datasets.released import LayoutError, verify_release_checksums
 from robustbench_pp.datasets.sources import SourceError
 from robustbench_pp.datasets.specs import DatasetSpec, get_dataset, list_datasets
+from robustbench_pp.datasets.subsets import balanced_subset
 
 __all__ = [
     "MODES",

@@ -43,6 +43,7 @@ from robustbench_pp.datasets.manifest import (
 )
 from robustbench_pp.datasets.released import LABELS_FILE
 from robustbench_pp.datasets.specs import DatasetSpec, get_dataset
+from robustbench_pp.datasets.subsets import balanced_subset
 from robustbench_pp.fileio import atomic_write, file_digest
 from robustbench_pp.names import ALL_CORRUPTIONS
 
@@ -66,30 +67,6 @@ class GenerationReport:
     images_written: int
     seconds: float
     bytes_on_disk: int
-
-
-def balanced_subset(labels: np.ndarray, limit: int, seed: int) -> np.ndarray:
-    """A seeded, class-balanced subset of ``limit`` indices, sorted ascending.
-
-    Each class gets ``limit // C`` images (the first ``limit % C`` classes one more), drawn
-    without replacement with ``numpy.random.default_rng(seed)``.
-
-    Raises:
-        ValueError: a non-positive limit or a class with too few images.
-    """
-    if limit < 1:
-        raise ValueError(f"--limit must be positive, got {limit}")
-    classes = np.unique(labels)
-    base, extra = divmod(limit, len(classes))
-    rng = np.random.default_rng(seed)
-    chosen = []
-    for rank, label in enumerate(classes):
-        members = np.flatnonzero(labels == label)
-        take = base + (1 if rank < extra else 0)
-        if take > len(members):
-            raise ValueError(f"--limit {limit} needs {take} images of class {label}, the source has {len(members)}")
-        chosen.append(rng.choice(members, size=take, replace=False))
-    return np.sort(np.concatenate(chosen)).astype(np.int64)
 
 
 def _now() -> str:

@@ -282,8 +282,6 @@ def _subset_positions(data, settings: EvalSettings) -> np.ndarray:
     """All positions, or the fixed class-balanced seeded subset of ``--limit`` images."""
     from robustbench_pp.datasets import balanced_subset
 
-    if settings.limit is None or settings.limit >= data.num_images:
-        return np.arange(data.num_images, dtype=np.int64)
     try:
         return balanced_subset(data.labels, settings.limit, settings.subset_seed)
     except ValueError as exc:

@@ -22,12 +22,12 @@ import json
 import os
 import pickle
 import re
-import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
 
+from robustbench_pp.fileio import atomic_path, atomic_write, file_digest
 from robustbench_pp.models.registry import (
     CIFAR10_MEAN, CIFAR10_STD, IMAGENET_MEAN, IMAGENET_STD, ModelCard, get_card,
 )
@@ -63,40 +63,19 @@ class LoadedCheckpoint:
     sha256: str = ""
 
 
-def file_sha256(path: str | os.PathLike, chunk_size: int = 1 << 20) -> str:
-    """Hex SHA-256 of a file, read in chunks.
+def file_sha256(path: str | os.PathLike) -> str:
+    """Hex SHA-256 of a file (provenance of weights files).
 
     Raises:
         FileNotFoundError: when the file does not exist.
     """
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for block in iter(lambda: handle.read(chunk_size), b""):
-            digest.update(block)
-    return digest.hexdigest()
-
-
-def _atomic_write_bytes(path: Path, data: bytes) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as handle:
-            handle.write(data)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    return file_digest(path, "sha256")
 
 
 def atomic_torch_save(obj, path: str | os.PathLike) -> None:
     """``torch.save`` to a temporary file in the same folder, then ``os.replace`` onto ``path``."""
-    import io
-
-    buffer = io.BytesIO()
-    torch.save(obj, buffer)
-    _atomic_write_bytes(Path(path), buffer.getvalue())
+    with atomic_path(path) as tmp:
+        torch.save(obj, tmp)
 
 
 def save_checkpoint(model: torch.nn.Module, path: str | os.PathLike, *, card: ModelCard, info: dict | None = None) -> Path:
@@ -121,7 +100,7 @@ def save_checkpoint(model: torch.nn.Module, path: str | os.PathLike, *, card: Mo
     # One metadata key only: safetensors writes metadata from a Rust HashMap whose order varies
     # between calls, and the weights file must be byte-identical for identical weights.
     payload = save(tensors, metadata={"format": CHECKPOINT_FORMAT})
-    _atomic_write_bytes(weights_path, payload)
+    atomic_write(weights_path, payload)
     document = {
         "format": CHECKPOINT_FORMAT,
         "format_version": CHECKPOINT_FORMAT_VERSION,
@@ -132,7 +111,7 @@ def save_checkpoint(model: torch.nn.Module, path: str | os.PathLike, *, card: Mo
         "versions": {"torch": torch.__version__, "robustbench_pp": _package_version()},
         **(info or {}),
     }
-    _atomic_write_bytes(card_path, (json.dumps(document, indent=2, sort_keys=False) + "\n").encode())
+    atomic_write(card_path, json.dumps(document, indent=2, sort_keys=False) + "\n")
     return card_path
 
 

@@ -8,6 +8,7 @@ from pathlib import Path
 
 import numpy as np
 
+from robustbench_pp.datasets.subsets import balanced_subset  # noqa: F401  (re-exported: train's API)
 from robustbench_pp.models.registry import CIFAR10_MEAN, CIFAR10_STD  # PushPull-Net's CIFAR-10 values
 
 # Computed once from the padded training set: load_fashion_mnist(split="train") (60000 images,
@@ -55,31 +56,6 @@ def load_dataset(name: str, split: str, *, data_root: str | os.PathLike | None =
             torchvision.datasets.CIFAR10(str(data_root), train=split == "train", download=True)
         return load_cifar(Path(data_root), split=split, num_classes=10)
     raise ValueError(f"unknown dataset {name!r}; choose one of {', '.join(DATASETS)}")
-
-
-def balanced_subset(labels: np.ndarray, limit: int | None, seed: int) -> np.ndarray:
-    """Indices of a seeded, class-balanced subset of ``limit`` examples (all when ``limit`` is None).
-
-    Each class gets ``limit // K`` examples (the first ``limit % K`` classes one more), drawn
-    without replacement by a generator seeded with ``seed``; indices are returned sorted.
-
-    Raises:
-        ValueError: when ``limit`` is not positive or a class has too few examples.
-    """
-    if limit is None or limit >= len(labels):
-        return np.arange(len(labels))
-    if limit <= 0:
-        raise ValueError(f"--limit-train must be positive, got {limit}")
-    classes = np.unique(labels)
-    rng = np.random.default_rng(seed)
-    picked = []
-    for position, cls in enumerate(classes):
-        want = limit // len(classes) + (1 if position < limit % len(classes) else 0)
-        members = np.flatnonzero(labels == cls)
-        if want > len(members):
-            raise ValueError(f"class {cls} has {len(members)} examples, fewer than the {want} a balanced {limit} needs")
-        picked.append(rng.choice(members, size=want, replace=False))
-    return np.sort(np.concatenate(picked))
 
 
 def indices_fingerprint(indices: np.ndarray) -> str:

@@ -215,6 +215,7 @@ def test_undefined_relative_mce_empties_only_that_column():
     (row,) = board.rows
     assert row.mce is not None and row.relative_mce is None
     assert "relative mCE undefined" in row.note and "brightness" in row.note
+    assert "- resnet18 (fashion-mnist-c): relative mCE undefined" in leaderboard_markdown(board)
 
 
 def test_rerender_replaces_files_and_drops_stale_pages(tmp_path):

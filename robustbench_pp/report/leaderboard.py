@@ -305,6 +305,7 @@ def leaderboard_markdown(board: Leaderboard) -> str:
         ]
         lines.append("| " + " | ".join(_markdown_cell(c) for c in cells) + " |")
     notes = [f"- {dataset}: {note}" for dataset, items in board.notes.items() for note in items]
+    notes += [f"- {row.label} ({row.dataset}): {row.note}" for row in board.rows if row.note]
     if any(row.r_net is not None for row in board.rows):
         notes.append(f"- {R_NET_NOTE}")
     if notes:

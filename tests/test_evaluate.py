@@ -173,6 +173,9 @@ def test_cli_bad_inputs_exit_non_zero_with_clear_messages(fmnist, checkpoint, tm
                                    "--dataset", "fashion-mnist-c", "--data-root", str(tmp_path / "nowhere"),
                                    "--device", "cpu", "--out", str(out)])
     assert missing.exit_code != 0 and "nowhere" in missing.output
+    monkeypatch.delenv("MASTER_ADDR", raising=False)
+    alone = runner.invoke(main, _base_args(checkpoint, out, "--distributed"))
+    assert alone.exit_code == 1 and "torchrun --nproc-per-node" in alone.output, alone.output
     assert not out.exists()
     # A results file of another model passed to --resume is refused and left untouched.
     other = tmp_path / "other.jsonl"

@@ -75,7 +75,7 @@ def evaluate(**options) -> None:
     """Evaluate a model on the clean cell and every (corruption, severity) cell of a dataset."""
     import warnings
 
-    from robustbench_pp.evaluate import EvalSettings, EvaluationError, parse_shard, run_evaluation
+    from robustbench_pp.evaluate import EvalSettings, EvaluationError, Partition, parse_shard, run_evaluation
     from robustbench_pp.evaluate.distributed import init_process_group, shutdown, wants_distributed
     from robustbench_pp.evaluate.engine import resolve_device
     from robustbench_pp.results.provenance import command_line
@@ -104,13 +104,13 @@ def evaluate(**options) -> None:
     )
     if settings.checkpoint is None and settings.model is None:
         raise click.UsageError("give --checkpoint (and --model for plain state_dicts)")
-    partition = None
+    partition = Partition()
     try:
         if wants_distributed(options["distributed"]):
-            partition = init_process_group(resolve_device(settings.device))
-        from robustbench_pp.evaluate import Partition
-
-        partition = partition or Partition()
+            try:
+                partition = init_process_group(resolve_device(settings.device))
+            except (RuntimeError, ValueError) as exc:
+                raise EvaluationError(f"--distributed: {exc}") from None
         out = options["out"]
         if out is None:
             name = settings.model or Path(settings.checkpoint).stem

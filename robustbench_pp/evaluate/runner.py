@@ -246,9 +246,8 @@ def run_evaluation(
 
     done = {}
     if out is not None and resume:
-        probe = make_record(CLEAN, CLEAN_SEVERITY, _empty_outcome(), 0.0)
         try:
-            done = results.completed_cells(out, results.run_identity(probe))
+            done = results.completed_cells(out, results.identity(model_name, data.spec.name, provenance_common))
         except results.ResultsFileError as exc:
             raise EvaluationError(str(exc)) from None
 
@@ -286,9 +285,3 @@ def _subset_positions(data, settings: EvalSettings) -> np.ndarray:
         return balanced_subset(data.labels, settings.limit, settings.subset_seed)
     except ValueError as exc:
         raise EvaluationError(str(exc)) from None
-
-
-def _empty_outcome():
-    from robustbench_pp.evaluate.engine import CellOutcome
-
-    return CellOutcome(np.ones(1, dtype=bool), 1, np.zeros((15, 3)), 0.0)

@@ -119,12 +119,14 @@ def write_records(path: str | os.PathLike, records: Sequence[CellRecord]) -> Non
     atomic_write(path, b"".join(_line(r) for r in records))
 
 
-def run_identity(record: CellRecord) -> dict:
+def identity(model: str, dataset: str, provenance) -> dict:
     """What must agree between records of one run: model, dataset and identity provenance."""
-    identity = {"model": record.model, "dataset": record.dataset}
-    for key in IDENTITY_PROVENANCE:
-        identity[key] = record.provenance.get(key)
-    return identity
+    return {"model": model, "dataset": dataset, **{key: provenance.get(key) for key in IDENTITY_PROVENANCE}}
+
+
+def run_identity(record: CellRecord) -> dict:
+    """:func:`identity` of a record."""
+    return identity(record.model, record.dataset, record.provenance)
 
 
 def describe_mismatch(expected: dict, found: dict) -> list[str]:

@@ -55,19 +55,13 @@ def validate_selection(corruptions, severities) -> tuple[tuple[str, ...] | None,
     Raises:
         ValueError: naming the unknown corruption or bad severity.
     """
+    from robustbench_pp.corruptions.parameters import check_name, check_severity
+
     if corruptions is not None:
         corruptions = tuple(corruptions)
         for name in corruptions:
-            if name not in ALL_CORRUPTIONS:
-                import difflib
-
-                close = difflib.get_close_matches(name, ALL_CORRUPTIONS, n=2)
-                hint = f" Did you mean {' or '.join(close)}?" if close else ""
-                raise ValueError(f"unknown corruption {name!r}.{hint}")
-    severities = tuple(SEVERITIES if severities is None else severities)
-    for severity in severities:
-        if severity not in SEVERITIES:
-            raise ValueError(f"severity must be one of {SEVERITIES}, got {severity!r}")
+            check_name(name)
+    severities = tuple(check_severity(s) for s in (SEVERITIES if severities is None else severities))
     return corruptions, severities
 
 

@@ -26,7 +26,6 @@ import shutil
 import time
 from concurrent.futures import ProcessPoolExecutor, as_completed
 from dataclasses import dataclass
-from functools import lru_cache
 from pathlib import Path
 
 import numpy as np
@@ -44,6 +43,7 @@ from robustbench_pp.datasets.manifest import (
 from robustbench_pp.datasets.released import LABELS_FILE
 from robustbench_pp.datasets.specs import DatasetSpec, get_dataset
 from robustbench_pp.datasets.subsets import balanced_subset
+from robustbench_pp.code_identity import git_commit
 from robustbench_pp.fileio import atomic_write, file_digest
 from robustbench_pp.names import ALL_CORRUPTIONS
 
@@ -167,27 +167,13 @@ def _init_worker(source: CleanSource, cache: np.ndarray | None, threads: int) ->
 # --------------------------------------------------------------------------------------------
 
 
-@lru_cache(maxsize=1)
 def _code_identity() -> dict:
-    """Package version, git commit of the source tree (``+dirty`` with local changes) and torch
-    version: the corruption engine's bytes can change between commits of one version."""
-    import subprocess
-
+    """Package version, git commit and torch version of the code generating the set."""
     import torch
 
     from robustbench_pp import __version__
 
-    root = Path(__file__).resolve().parents[2]
-    commit = None
-    try:
-        commit = subprocess.run(["git", "-C", str(root), "rev-parse", "HEAD"], capture_output=True, text=True,
-                                timeout=5, check=True).stdout.strip()
-        dirty = subprocess.run(["git", "-C", str(root), "status", "--porcelain", "--untracked-files=no"],
-                               capture_output=True, text=True, timeout=5, check=True).stdout.strip()
-        commit = f"{commit}+dirty" if dirty else commit
-    except (OSError, subprocess.SubprocessError):
-        pass  # an installed wheel has no git tree
-    return {"package_version": __version__, "git_commit": commit, "torch": torch.__version__}
+    return {"package_version": __version__, "git_commit": git_commit(), "torch": torch.__version__}
 
 
 def _new_manifest(spec: DatasetSpec, source: CleanSource, seed: int, severities, source_indices, limit) -> dict:
@@ -245,7 +231,7 @@ def _check_resume(folder: Path, old: dict, new: dict) -> None:
 def _record(folder: Path, manifest: dict, relpath: str, **extra) -> None:
     path = folder / relpath
     manifest["files"][relpath] = {"sha256": file_digest(path), "bytes": path.stat().st_size,
-                                  "git_commit": _code_identity()["git_commit"], **extra}
+                                  "git_commit": git_commit(), **extra}
     manifest["updated"] = _now()
     write_manifest(folder, manifest)
 

@@ -4,27 +4,11 @@ from __future__ import annotations
 
 import datetime as _dt
 import shlex
-import subprocess
 import sys
 from pathlib import Path
 
 from robustbench_pp import __version__
-
-
-def git_commit(path: Path | None = None) -> str | None:
-    """The project's git commit (with ``+dirty`` when the tree has changes), or None."""
-    root = Path(path) if path else Path(__file__).resolve().parents[2]
-    try:
-        commit = subprocess.run(
-            ["git", "-C", str(root), "rev-parse", "HEAD"], capture_output=True, text=True, timeout=5, check=True
-        ).stdout.strip()
-        dirty = subprocess.run(
-            ["git", "-C", str(root), "status", "--porcelain", "--untracked-files=no"],
-            capture_output=True, text=True, timeout=5, check=True,
-        ).stdout.strip()
-    except (OSError, subprocess.SubprocessError):
-        return None
-    return f"{commit}+dirty" if dirty else commit
+from robustbench_pp.code_identity import git_commit
 
 
 def environment(device: str | None = None) -> dict:

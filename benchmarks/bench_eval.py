@@ -22,7 +22,8 @@ from pathlib import Path
 
 import torch
 
-from robustbench_pp.datasets import balanced_subset, generate, normalize, open_benchmark
+from robustbench_pp.datasets import balanced_subset, generate, open_benchmark
+from robustbench_pp.preprocessing import normalize
 from robustbench_pp.evaluate import EvalSettings, run_evaluation
 from robustbench_pp.evaluate.engine import resolve_device
 from robustbench_pp.models import create_model

@@ -1,3 +1,5 @@
 """robustbench_pp: corruption-robustness benchmark and leaderboard centred on PushPull-Conv."""
 
-__version__ = "0.1.0"
+from robustbench_pp._version import __version__
+
+__all__ = ["__version__"]

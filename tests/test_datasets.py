@@ -15,7 +15,6 @@ from robustbench_pp.datasets import (
     SourceError,
     get_dataset,
     list_datasets,
-    normalize,
     open_benchmark,
     open_clean_source,
 )
@@ -249,20 +248,6 @@ def test_flat_validation_folder_with_ground_truth(tmp_path):
     (tmp_path / "bad.txt").write_text("ILSVRC2012_val_00000001.JPEG notawnid\n")
     with pytest.raises(SourceError, match=r"bad\.txt:1"):
         read_val_ground_truth(tmp_path / "bad.txt")
-
-
-def test_normalize_matches_the_definition_and_keeps_channels_last():
-    batch = torch.randint(0, 256, (2, 3, 5, 5), dtype=torch.uint8)
-    mean, std = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
-    expected = (batch.float() / 255 - torch.tensor(mean).view(1, 3, 1, 1)) / torch.tensor(std).view(1, 3, 1, 1)
-    torch.testing.assert_close(normalize(batch, mean, std), expected, rtol=1e-6, atol=1e-6)
-    nhwc_view = batch.permute(0, 2, 3, 1).contiguous().permute(0, 3, 1, 2)  # how npy cells arrive
-    out = normalize(nhwc_view, mean, std)
-    assert out.is_contiguous(memory_format=torch.channels_last)
-    assert normalize(batch, mean, std, channels_last=True).is_contiguous(memory_format=torch.channels_last)
-    assert normalize(batch, mean, std, dtype=torch.bfloat16).dtype == torch.bfloat16
-    with pytest.raises(ValueError, match="uint8"):
-        normalize(batch.float(), mean, std)
 
 
 def test_unknown_corruption_and_severity_are_rejected():

@@ -11,7 +11,7 @@ import importlib
 
 import click
 
-from robustbench_pp import __version__
+from robustbench_pp._version import __version__
 
 # Module (relative to this package) -> names of the click commands it defines.
 _COMMAND_MODULES: dict[str, tuple[str, ...]] = {

@@ -5,7 +5,7 @@ Public API::
     spec = get_dataset("cifar10-c")            # DatasetSpec (frozen)
     data = open_benchmark("cifar10-c")         # released / generated files, or on_the_fly=True
     for images, labels in data.batches("fog", 3, batch_size=256, device="cuda", pin_memory=True):
-        logits = model(normalize(images, spec.mean, spec.std))
+        logits = model(normalize(images, mean, std))   # robustbench_pp.preprocessing
     generate("fashion-mnist-c", out="corruptions/")
 """
 
@@ -13,7 +13,6 @@ from robustbench_pp.datasets.benchmark import (
     MODES,
     BenchmarkData,
     DataNotFoundError,
-    normalize,
     open_benchmark,
 )
 from robustbench_pp.datasets.clean import CleanSource, download_source, open_clean_source
@@ -39,7 +38,6 @@ __all__ = [
     "generate",
     "get_dataset",
     "list_datasets",
-    "normalize",
     "open_benchmark",
     "open_clean_source",
     "verify_release_checksums",

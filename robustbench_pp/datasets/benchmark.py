@@ -2,7 +2,7 @@
 
 :func:`open_benchmark` checks the structure (always) and returns a :class:`BenchmarkData`
 whose :meth:`BenchmarkData.batches` yields ``(uint8 B×3×H×W, int64 B)`` tensors for any
-cell. Pixels stay uint8 until :func:`normalize` runs on the evaluation device, so a GPU is
+cell. Pixels stay uint8 until :func:`robustbench_pp.preprocessing.normalize` runs on the evaluation device, so a GPU is
 fed a quarter of the bytes of float input, and memory stays bounded by a few batches
 whatever the dataset size (memory-mapped blocks, per-batch decoding).
 """
@@ -63,34 +63,6 @@ def validate_selection(corruptions, severities) -> tuple[tuple[str, ...] | None,
             check_name(name)
     severities = tuple(check_severity(s) for s in (SEVERITIES if severities is None else severities))
     return corruptions, severities
-
-
-def normalize(batch, mean: Sequence[float], std: Sequence[float], *, dtype=None, channels_last: bool | None = None):
-    """Turn a uint8 B×3×H×W batch into normalised floats on the batch's own device.
-
-    Args:
-        batch: uint8 tensor (move it to the GPU first: 4× fewer bytes than float32).
-        mean, std: per-channel statistics on [0, 1] pixels.
-        dtype: float dtype of the result (default float32; float16/bfloat16 for autocast runs).
-        channels_last: force the memory format; None keeps the batch's own format.
-
-    Returns:
-        ``(batch / 255 - mean) / std`` as a float tensor on ``batch.device``.
-    """
-    import torch
-
-    if batch.dtype != torch.uint8 or batch.ndim != 4 or batch.shape[1] != len(mean):
-        raise ValueError(f"normalize expects a uint8 B×{len(mean)}×H×W tensor, got {batch.dtype} {tuple(batch.shape)}")
-    dtype = dtype or torch.float32
-    scale = torch.tensor(std, device=batch.device, dtype=torch.float32).mul(255.0)
-    shift = torch.tensor(mean, device=batch.device, dtype=torch.float32).div(torch.tensor(std, device=batch.device))
-    # (x/255 - m)/s = x/(255 s) - m/s: one multiply-add, in float32 for exactness, then cast.
-    out = batch.to(torch.float32).div_(scale.view(1, -1, 1, 1)).sub_(shift.view(1, -1, 1, 1)).to(dtype)
-    if channels_last is True:
-        out = out.contiguous(memory_format=torch.channels_last)
-    elif channels_last is False:
-        out = out.contiguous()
-    return out
 
 
 def _contiguous_runs(values: np.ndarray) -> list[tuple[int, int]]:
@@ -357,7 +329,7 @@ class BenchmarkData:
             if self.clean is not None:
                 digest.update(f"clean:{self.clean.fingerprint()}\n".encode())
             if self.mode == "on-the-fly":
-                from robustbench_pp import __version__
+                from robustbench_pp._version import __version__
 
                 payload = {"spec": self.spec.to_dict(), "seed": self.seed, "jpeg_roundtrip": self.jpeg_roundtrip,
                            "package_version": __version__, "cells": sorted(self.cells)}
@@ -381,7 +353,7 @@ class BenchmarkData:
         if (corruption, severity) == (CLEAN, CLEAN_SEVERITY):
             digest.update(self.clean.fingerprint().encode())
         elif self.mode == "on-the-fly":
-            from robustbench_pp import __version__
+            from robustbench_pp._version import __version__
 
             payload = {"spec": self.spec.to_dict(), "seed": self.seed, "jpeg_roundtrip": self.jpeg_roundtrip,
                        "package_version": __version__, "clean": self.clean.fingerprint()}

@@ -171,13 +171,13 @@ def _code_identity() -> dict:
     """Package version, git commit and torch version of the code generating the set."""
     import torch
 
-    from robustbench_pp import __version__
+    from robustbench_pp._version import __version__
 
     return {"package_version": __version__, "git_commit": git_commit(), "torch": torch.__version__}
 
 
 def _new_manifest(spec: DatasetSpec, source: CleanSource, seed: int, severities, source_indices, limit) -> dict:
-    from robustbench_pp import __version__
+    from robustbench_pp._version import __version__
 
     indices_blob = np.ascontiguousarray(source_indices, dtype=np.int64).tobytes()
     return {

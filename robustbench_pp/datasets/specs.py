@@ -1,6 +1,6 @@
 """Named benchmark datasets: what each one is and where its files live.
 
-A :class:`DatasetSpec` is a flat, frozen record: image geometry, classes, normalisation,
+A :class:`DatasetSpec` is a flat, frozen record: image geometry, classes,
 corruption preset, the clean source it is made from and the on-disk layout of its
 corrupted files. The dataset, not the caller, decides its preprocessing: the loader applies
 ``geometry`` to clean images and never resizes corrupted ones (they are stored at
@@ -39,8 +39,6 @@ class DatasetSpec:
     source: str  # clean source kind: "fashion-mnist" | "cifar10" | "cifar100" | "imagenet"
     image_size: int  # side of the square images the model sees (clean and corrupted)
     num_classes: int
-    mean: tuple[float, float, float]  # per-channel normalisation on [0,1] pixels
-    std: tuple[float, float, float]
     preset: str  # corruption parameter set: "cifar" (32 px) or "imagenet" (224 px)
     layout: str  # corrupted files: "npy" (CIFAR-10-C blocks) or "jpeg-folders" (ImageNet-C)
     geometry: str  # clean image -> model input: "pad-32", "identity", "bicubic-224", "resize256-crop224"
@@ -92,18 +90,13 @@ def load_release_checksums() -> dict:
     return json.loads(text)
 
 
-_CIFAR10_MEAN, _CIFAR10_STD = (0.4914, 0.4822, 0.4465), (0.2023, 0.1994, 0.2010)
-_CIFAR100_MEAN, _CIFAR100_STD = (0.5071, 0.4865, 0.4409), (0.2673, 0.2564, 0.2762)
-_IMAGENET_MEAN, _IMAGENET_STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
-# Fashion-MNIST training set after zero-padding to 32x32 (measured, three equal channels).
-_FMNIST_MEAN, _FMNIST_STD = (0.2190, 0.2190, 0.2190), (0.3318, 0.3318, 0.3318)
 _CIFAR_ROOT = str(_CACHE_HOME / "cifar")
 _IMAGENET_VAL_ROOT = str(_CACHE_HOME / "imagenet" / "val")
 
 _SPECS: tuple[DatasetSpec, ...] = (
     DatasetSpec(
         name="fashion-mnist-c", source="fashion-mnist", image_size=32, num_classes=10,
-        mean=_FMNIST_MEAN, std=_FMNIST_STD, preset="cifar", layout="npy", geometry="pad-32",
+        preset="cifar", layout="npy", geometry="pad-32",
         default_data_root="corruptions/fashion-mnist-c",
         default_source_root=str(DEFAULT_FASHION_MNIST_ROOT), source_env="FASHION_MNIST_ROOT",
         num_images=10000,
@@ -111,21 +104,21 @@ _SPECS: tuple[DatasetSpec, ...] = (
     ),
     DatasetSpec(
         name="cifar10-c", source="cifar10", image_size=32, num_classes=10,
-        mean=_CIFAR10_MEAN, std=_CIFAR10_STD, preset="cifar", layout="npy", geometry="identity",
+        preset="cifar", layout="npy", geometry="identity",
         default_data_root="corruptions/cifar10-c", default_source_root=_CIFAR_ROOT,
         source_env="CIFAR_ROOT", num_images=10000, release="cifar10-c",
         description="CIFAR-10-C (Hendrycks & Dietterich; Zenodo 2535967)",
     ),
     DatasetSpec(
         name="cifar100-c", source="cifar100", image_size=32, num_classes=100,
-        mean=_CIFAR100_MEAN, std=_CIFAR100_STD, preset="cifar", layout="npy", geometry="identity",
+        preset="cifar", layout="npy", geometry="identity",
         default_data_root="corruptions/cifar100-c", default_source_root=_CIFAR_ROOT,
         source_env="CIFAR_ROOT", num_images=10000, release="cifar100-c",
         description="CIFAR-100-C (Zenodo 3555552)",
     ),
     DatasetSpec(
         name="cifar10-c-224", source="cifar10", image_size=224, num_classes=10,
-        mean=_CIFAR10_MEAN, std=_CIFAR10_STD, preset="imagenet", layout="npy",
+        preset="imagenet", layout="npy",
         geometry="bicubic-224", default_data_root="corruptions/cifar10-c-224",
         default_source_root=_CIFAR_ROOT, source_env="CIFAR_ROOT", num_images=10000,
         description="PushPull-Net variant: CIFAR-10 test upsampled bicubically to 224, imagenet preset "
@@ -133,7 +126,7 @@ _SPECS: tuple[DatasetSpec, ...] = (
     ),
     DatasetSpec(
         name="imagenet-c", source="imagenet", image_size=224, num_classes=1000,
-        mean=_IMAGENET_MEAN, std=_IMAGENET_STD, preset="imagenet", layout="jpeg-folders",
+        preset="imagenet", layout="jpeg-folders",
         geometry="resize256-crop224", default_data_root="corruptions/imagenet-c",
         default_source_root=_IMAGENET_VAL_ROOT, source_env="IMAGENET_VAL_ROOT", num_images=50000,
         release="imagenet-c",
@@ -141,7 +134,7 @@ _SPECS: tuple[DatasetSpec, ...] = (
     ),
     DatasetSpec(
         name="imagenet100-c", source="imagenet", image_size=224, num_classes=100,
-        mean=_IMAGENET_MEAN, std=_IMAGENET_STD, preset="imagenet", layout="jpeg-folders",
+        preset="imagenet", layout="jpeg-folders",
         geometry="resize256-crop224", default_data_root="corruptions/imagenet100-c",
         default_source_root=_IMAGENET_VAL_ROOT, source_env="IMAGENET_VAL_ROOT", num_images=5000,
         wnids_file="imagenet100_wnids.json",
@@ -149,7 +142,7 @@ _SPECS: tuple[DatasetSpec, ...] = (
     ),
     DatasetSpec(
         name="imagenet200-c", source="imagenet", image_size=224, num_classes=200,
-        mean=_IMAGENET_MEAN, std=_IMAGENET_STD, preset="imagenet", layout="jpeg-folders",
+        preset="imagenet", layout="jpeg-folders",
         geometry="resize256-crop224", default_data_root="corruptions/imagenet200-c",
         default_source_root=_IMAGENET_VAL_ROOT, source_env="IMAGENET_VAL_ROOT", num_images=10000,
         wnids_file="imagenet200_wnids.json",

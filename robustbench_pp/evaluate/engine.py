@@ -15,7 +15,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from robustbench_pp.datasets.benchmark import normalize
+from robustbench_pp.preprocessing import normalize
 
 CALIBRATION_BINS = 15
 PRECISIONS = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}

@@ -28,9 +28,8 @@ from pathlib import Path
 import torch
 
 from robustbench_pp.fileio import atomic_path, atomic_write, file_digest
-from robustbench_pp.models.registry import (
-    CIFAR10_MEAN, CIFAR10_STD, IMAGENET_MEAN, IMAGENET_STD, ModelCard, get_card,
-)
+from robustbench_pp.models.registry import ModelCard, get_card
+from robustbench_pp.preprocessing import CIFAR10_MEAN, CIFAR10_STD, IMAGENET_MEAN, IMAGENET_STD
 
 CHECKPOINT_FORMAT = "robustbench_pp-checkpoint"
 CHECKPOINT_FORMAT_VERSION = 1
@@ -116,7 +115,7 @@ def save_checkpoint(model: torch.nn.Module, path: str | os.PathLike, *, card: Mo
 
 
 def _package_version() -> str:
-    from robustbench_pp import __version__
+    from robustbench_pp._version import __version__
 
     return __version__
 

@@ -15,14 +15,12 @@ from typing import Callable
 
 from torch import nn
 
+from robustbench_pp.preprocessing import CIFAR10_MEAN, CIFAR10_STD, IMAGENET_MEAN, IMAGENET_STD
+
 STEMS = ("cifar", "imagenet")
 
-# CIFAR-10 normalisation used by the PushPull-Net code (spec section 3).
-CIFAR10_MEAN = (0.4914, 0.4822, 0.4465)
-CIFAR10_STD = (0.2023, 0.1994, 0.2010)
-IMAGENET_MEAN = (0.485, 0.456, 0.406)
-IMAGENET_STD = (0.229, 0.224, 0.225)
 INPUT_SIZE = {"cifar": 32, "imagenet": 224}
+# A model's default normalisation by stem (PushPull-Net's CIFAR-10 values for 32 px models).
 DEFAULT_NORMALISATION = {"cifar": (CIFAR10_MEAN, CIFAR10_STD), "imagenet": (IMAGENET_MEAN, IMAGENET_STD)}
 
 

@@ -17,7 +17,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from robustbench_pp import __version__
+from robustbench_pp._version import __version__
 from robustbench_pp.names import ALL_CORRUPTIONS, CLEAN, CORRUPTIONS, EXTRA_CORRUPTIONS, SEVERITIES
 from robustbench_pp.report import plots
 from robustbench_pp.report.assets import CONTENT_SECURITY_POLICY, SCRIPT

@@ -7,7 +7,7 @@ import shlex
 import sys
 from pathlib import Path
 
-from robustbench_pp import __version__
+from robustbench_pp._version import __version__
 from robustbench_pp.code_identity import git_commit
 
 

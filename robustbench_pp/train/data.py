@@ -9,17 +9,10 @@ from pathlib import Path
 import numpy as np
 
 from robustbench_pp.datasets.subsets import balanced_subset  # noqa: F401  (re-exported: train's API)
-from robustbench_pp.models.registry import CIFAR10_MEAN, CIFAR10_STD  # PushPull-Net's CIFAR-10 values
-
-# Computed once from the padded training set: load_fashion_mnist(split="train") (60000 images,
-# zero-padded 28 -> 32, grey replicated to RGB), pixel values / 255, mean and std over every
-# pixel of every image: 0.21900 and 0.33181 (float64). The padding lowers the mean from
-# Fashion-MNIST's usual 28 px value (0.2860).
-FASHION_MNIST_MEAN = (0.2190, 0.2190, 0.2190)
-FASHION_MNIST_STD = (0.3318, 0.3318, 0.3318)
+from robustbench_pp.preprocessing import FASHION_MNIST_MEAN, FASHION_MNIST_STD, SOURCE_NORMALIZATION  # noqa: F401
 
 DATASETS = ("fashion-mnist", "cifar10")
-NORMALISATION = {"fashion-mnist": (FASHION_MNIST_MEAN, FASHION_MNIST_STD), "cifar10": (CIFAR10_MEAN, CIFAR10_STD)}
+NORMALISATION = {name: SOURCE_NORMALIZATION[name] for name in DATASETS}
 NUM_CLASSES = {"fashion-mnist": 10, "cifar10": 10}
 
 

@@ -15,6 +15,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from robustbench_pp.preprocessing import normalize_float
 from robustbench_pp.train import augment as aug
 from robustbench_pp.train.data import NORMALISATION, NUM_CLASSES, balanced_subset, indices_fingerprint, load_dataset
 from robustbench_pp.train.recipes import AUGMENTATIONS, LR_SCALE_BY_ARCHITECTURE, RECIPES, SCHEDULES
@@ -104,10 +105,6 @@ def _make_scheduler(optimizer, config: TrainConfig, steps_per_epoch: int):
     return torch.optim.lr_scheduler.MultiStepLR(optimizer, milestones=milestones, gamma=0.1)
 
 
-def _normalise(images_float: torch.Tensor, mean: torch.Tensor, std: torch.Tensor) -> torch.Tensor:
-    return (images_float - mean) / std
-
-
 def _training_views(batch_uint8: torch.Tensor, config: TrainConfig) -> list[torch.Tensor]:
     """Augmented float [0,1] views of a uint8 batch: [x] or [clean, aug1, aug2] with JSD."""
     recipe = RECIPES[config.recipe]
@@ -142,7 +139,7 @@ def evaluate_error(model, images: torch.Tensor, labels: torch.Tensor, mean, std,
     with torch.inference_mode():
         for start in range(0, len(images), batch_size):
             x = images[start : start + batch_size].to(device, non_blocking=True).float() / 255
-            logits = model(_normalise(x, mean, std).contiguous(memory_format=memory_format))
+            logits = model(normalize_float(x, mean, std).contiguous(memory_format=memory_format))
             wrong += int((logits.argmax(1).cpu() != labels[start : start + batch_size]).sum())
     return wrong / len(images)
 
@@ -253,7 +250,7 @@ def train(config: TrainConfig, *, resume: bool = False, command: str | None = No
             views = _training_views(train_x[index], config)
             target = train_y[index].to(device, non_blocking=True)
             x = torch.cat(views).to(device, non_blocking=True)
-            x = _normalise(x, mean, std).contiguous(memory_format=memory_format)
+            x = normalize_float(x, mean, std).contiguous(memory_format=memory_format)
             with torch.autocast(device.type, dtype=amp_dtype, enabled=use_cuda):
                 logits = model(x)
                 if len(views) == 3:

@@ -1,8 +1,9 @@
-"""``manifest.json`` of a generated corrupted set, file hashing and atomic writes.
+"""``manifest.json`` of a generated corrupted set: reading, recording finished files, checking
+them; and the cached sha256 of large released files.
 
 The manifest is the only thing that declares a generated file complete: a file is written
 under a temporary name, renamed into place, and only then recorded (with its sha256 and
-size) in the manifest, itself replaced atomically. A file on disk that the manifest does
+size, :func:`record_file`) in the manifest, itself replaced atomically. A file on disk that the manifest does
 not list, or lists with another size, is an interrupted write and is never trusted.
 """
 

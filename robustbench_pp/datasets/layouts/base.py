@@ -15,6 +15,7 @@ corruption is recorded as complete once all its files are (:meth:`Layout.finalis
 
 from __future__ import annotations
 
+import abc
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, ClassVar, Iterable, Iterator
@@ -108,7 +109,7 @@ class Piece:
     block: int
 
 
-class Layout:
+class Layout(abc.ABC):
     """The files of one corrupted set in one on-disk layout (subclasses: one per layout).
 
     Args:
@@ -132,6 +133,7 @@ class Layout:
     def partial_root(self) -> Path:
         return self.root / PARTIAL_DIR
 
+    @abc.abstractmethod
     def cell_key(self, corruption: str, severity: int) -> str:
         """Manifest key (relative path) of the file that records a cell as complete."""
         raise NotImplementedError
@@ -140,10 +142,12 @@ class Layout:
         """Manifest keys of every file of one corruption at these severities."""
         return list(dict.fromkeys(self.cell_key(corruption, s) for s in severities))
 
+    @abc.abstractmethod
     def corruption_path(self, corruption: str) -> Path:
         """Where a corruption's data lives (a file or a folder)."""
         raise NotImplementedError
 
+    @abc.abstractmethod
     def corruptions_present(self) -> list[str]:
         """Corruptions with data in the folder, canonical order."""
         raise NotImplementedError
@@ -158,6 +162,7 @@ class Layout:
 
     # -- opening ------------------------------------------------------------------------------
 
+    @abc.abstractmethod
     def open_cells(self, manifest: dict | None, clean: CleanAccess, selection: Selection) -> CellTable:
         """Check the files' structure (always: cheap) and build a reader per selected cell.
 
@@ -213,7 +218,9 @@ class Layout:
         wanted = self.fingerprint_keys(table.readers)
         return sorted((rel, entry["sha256"]) for rel, entry in manifest["files"].items() if rel in wanted)
 
+    @abc.abstractmethod
     def released_hashes(self, table: CellTable) -> list[tuple[str, str]]:
+        """``(relative path, hash)`` identifying the opened cells' files of a set without manifest."""
         raise NotImplementedError
 
     def verify(self, manifest: dict | None, table: CellTable) -> list[str]:
@@ -234,7 +241,9 @@ class Layout:
             checked.append(relpath)
         return checked
 
+    @abc.abstractmethod
     def verify_release(self, table: CellTable) -> list[str]:
+        """Check the opened cells' files against the published checksums (the relative paths checked)."""
         raise NotImplementedError
 
     # -- generation -----------------------------------------------------------------------------
@@ -242,6 +251,7 @@ class Layout:
     def begin(self, manifest: dict, contents: SetContents, labels: np.ndarray) -> None:
         """Write what the set holds besides its cells (nothing by default)."""
 
+    @abc.abstractmethod
     def pending(self, manifest: dict, corruption: str, contents: SetContents) -> tuple[list[Piece], int]:
         """The pieces of ``corruption`` still to write, and the count of cells already written."""
         raise NotImplementedError
@@ -250,10 +260,12 @@ class Layout:
         """Positions of the piece still to corrupt (all of them unless the layout resumes within a piece)."""
         return np.arange(contents.num_images, dtype=np.int64)
 
+    @abc.abstractmethod
     def write_piece(self, piece: Piece, contents: SetContents, batches: Iterator[tuple[np.ndarray, np.ndarray]]) -> None:
         """Write ``(positions, corrupted images N×H×W×3)`` batches of a piece under ``.partial/``."""
         raise NotImplementedError
 
+    @abc.abstractmethod
     def finish_piece(self, manifest: dict, piece: Piece, contents: SetContents) -> None:
         """Record a written piece; move its file into place once it is complete (:meth:`finalised`)."""
         raise NotImplementedError

@@ -31,7 +31,7 @@ os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
-from robustbench_pp.datasets import generate, get_dataset, open_benchmark  # noqa: E402
+from robustbench_pp.datasets import generate, get_dataset, open_corrupted  # noqa: E402
 from robustbench_pp.datasets.sources import load_fashion_mnist  # noqa: E402
 from robustbench_pp.names import CORRUPTIONS  # noqa: E402
 
@@ -42,7 +42,7 @@ def bench_read(folder: Path, batch_size: int) -> None:
     np.save(folder / "labels.npy", np.tile(labels, 5))
     spec = dataclasses.replace(get_dataset("cifar10-c"), source="fashion-mnist", source_env="FASHION_MNIST_ROOT",
                                default_source_root=str(Path("/usr/share/datasets/fashion-mnist")))
-    data = open_benchmark(spec, data_root=folder)
+    data = open_corrupted(spec, data_root=folder)
     permutation = np.random.default_rng(0).permutation(data.num_images)
     for label, indices in (("in order", None), ("random permutation (indices=)", permutation)):
         rates = []
@@ -72,7 +72,7 @@ def bench_jpeg_read(folder: Path, count: int = 2048) -> None:
     cell.mkdir(parents=True)
     for i in range(count):
         Image.fromarray(np.roll(photo, i, axis=1)).save(cell / f"ILSVRC2012_val_{i:08d}.JPEG", quality=85)
-    data = open_benchmark(spec, data_root=folder / "imagenet-c", source_root=folder / "none", severities=[3])
+    data = open_corrupted(spec, data_root=folder / "imagenet-c", source_root=folder / "none", severities=[3])
     next(data.batches("fog", 3, batch_size=8, num_workers=0))  # first call imports torchvision.io
     for workers in (0, 1, 2):
         start = time.perf_counter()
@@ -86,7 +86,7 @@ def bench_generate(folder: Path, full: bool, workers: int) -> None:
 
     The quick run keeps all 10000 images rather than a --limit subset: a subset's source
     indices are not consecutive, so the engine is called once per run of consecutive
-    indices (see datasets.generate), which would understate the full-set speed.
+    indices (see corruptions.corrupt_by_index), which would understate the full-set speed.
     """
     severities = None if full else [3]
     start = time.perf_counter()

@@ -22,7 +22,7 @@ from pathlib import Path
 
 import torch
 
-from robustbench_pp.datasets import balanced_subset, generate, open_benchmark
+from robustbench_pp.datasets import balanced_subset, generate, open_corrupted
 from robustbench_pp.preprocessing import normalize
 from robustbench_pp.evaluate import EvalSettings, run_evaluation
 from robustbench_pp.evaluate.engine import resolve_device
@@ -87,7 +87,7 @@ def main() -> None:
                       severities=(3,), limit=args.images, device=args.device, batch_size=args.batch_size,
                       num_workers=0, bootstrap_resamples=100)
         model = create_model(args.model, num_classes=10, width=args.width).eval().to(device)
-        data = open_benchmark(args.dataset, data_root=data_root, corruptions=corruptions, severities=(3,))
+        data = open_corrupted(args.dataset, data_root=data_root, corruptions=corruptions, severities=(3,))
         subset = balanced_subset(data.labels, args.images, 0)
         premade = [normalize(images, model.card.mean, model.card.std)
                    for corruption in corruptions

@@ -15,17 +15,18 @@ from robustbench_pp.datasets import (
     SourceError,
     get_dataset,
     list_datasets,
-    open_benchmark,
+    open_corrupted,
     open_clean_source,
 )
 from robustbench_pp.datasets.clean import resize_shorter_center_crop
 from robustbench_pp.datasets.sources import list_imagenet_val, read_val_ground_truth
 from robustbench_pp.names import ALL_CORRUPTIONS
-from test_datasets_support import (
+from test_datasets_support import (  # noqa: F401  (fashion_root, synthetic_fashion_mnist: fixtures)
     WNIDS,
     fashion_images,
-    needs_fashion_mnist,
+    fashion_root,
     released_block,
+    synthetic_fashion_mnist,
     tiny_cifar_spec,
     tiny_imagenet_spec,
     write_cifar_folder,
@@ -37,17 +38,18 @@ COUNT = 300
 CORRUPTIONS = ("gaussian_noise", "fog")
 
 
-
 @pytest.fixture(autouse=True)
-def _private_hash_cache(tmp_path, monkeypatch):
-    """Keep the sha256 cache of released files out of the user's ~/.cache."""
+def _private_hash_cache(tmp_path, monkeypatch, synthetic_fashion_mnist):
+    """Keep the sha256 cache of released files out of the user's ~/.cache; fashion-mnist-c's
+    clean source is the synthetic Fashion-MNIST."""
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
 
+
 @pytest.fixture(scope="module")
-def cifar_fixture(tmp_path_factory):
-    """A CIFAR-10 pickle folder of 300 Fashion-MNIST images and a released-format npy set from it."""
+def cifar_fixture(tmp_path_factory, fashion_root):
+    """A CIFAR-10 pickle folder of 300 Fashion-MNIST-style images and a released-format npy set from it."""
     root = tmp_path_factory.mktemp("cifar")
-    images, labels = fashion_images(COUNT)
+    images, labels = fashion_images(fashion_root, COUNT)
     write_cifar_folder(root / "source", images, labels)
     write_released_npy(root / "cifar10-c", images, labels, CORRUPTIONS)
     return root, images, labels
@@ -78,10 +80,9 @@ def test_default_folders_follow_the_environment(monkeypatch, tmp_path):
     assert str(spec.resolve_data_root("/x")) == "/x"
 
 
-@needs_fashion_mnist
 def test_released_npy_cells_are_read_block_by_block(cifar_fixture):
     root, images, labels = cifar_fixture
-    data = open_benchmark(tiny_cifar_spec(COUNT), data_root=root / "cifar10-c", source_root=root / "source")
+    data = open_corrupted(tiny_cifar_spec(COUNT), data_root=root / "cifar10-c", source_root=root / "source")
     assert data.mode == "released" and data.num_images == COUNT
     assert data.available_cells()[0] == ("clean", 0)
     assert len(data.available_cells()) == 1 + len(CORRUPTIONS) * 5
@@ -107,42 +108,38 @@ def test_released_npy_cells_are_read_block_by_block(cifar_fixture):
         next(data.batches("fog", 1, batch_size=8, indices=[COUNT]))
 
 
-@needs_fashion_mnist
 def test_truncated_npy_is_named(cifar_fixture, tmp_path):
     root, images, labels = cifar_fixture
     folder = write_released_npy(tmp_path / "c", images, labels, CORRUPTIONS)
     raw = (folder / "fog.npy").read_bytes()
     (folder / "fog.npy").write_bytes(raw[: len(raw) - 1000])
     with pytest.raises(LayoutError, match=r"fog\.npy is truncated"):
-        open_benchmark(tiny_cifar_spec(COUNT), data_root=folder, source_root=root / "source")
+        open_corrupted(tiny_cifar_spec(COUNT), data_root=folder, source_root=root / "source")
 
 
-@needs_fashion_mnist
 def test_label_mismatch_is_named(cifar_fixture, tmp_path):
     root, images, labels = cifar_fixture
     shuffled = labels.copy()
     shuffled[[0, 1]] = (labels[[0, 1]] + 1) % 10
     folder = write_released_npy(tmp_path / "c", images, shuffled, CORRUPTIONS)
     with pytest.raises(LayoutError, match=r"label mismatch: .*labels\.npy .* 2 images"):
-        open_benchmark(tiny_cifar_spec(COUNT), data_root=folder, source_root=root / "source")
+        open_corrupted(tiny_cifar_spec(COUNT), data_root=folder, source_root=root / "source")
 
 
-@needs_fashion_mnist
 def test_wrong_image_size_is_named(cifar_fixture, tmp_path):
     root, images, labels = cifar_fixture
     folder = write_released_npy(tmp_path / "c", images, labels, CORRUPTIONS)
     np.save(folder / "gaussian_noise.npy", np.zeros((5 * COUNT, 28, 28, 3), np.uint8))
     with pytest.raises(LayoutError, match=r"gaussian_noise\.npy holds images of shape \(28, 28, 3\)"):
-        open_benchmark(tiny_cifar_spec(COUNT), data_root=folder, source_root=root / "source")
+        open_corrupted(tiny_cifar_spec(COUNT), data_root=folder, source_root=root / "source")
 
 
-@needs_fashion_mnist
 def test_missing_folder_says_how_to_get_the_data(tmp_path, monkeypatch):
     monkeypatch.setenv("RBPP_CORRUPTIONS", str(tmp_path / "corruptions"))
-    with pytest.raises(DataNotFoundError, match=r"rbpp generate fashion-mnist-c --out .*corruptions/` or pass --on-the-fly"):
-        open_benchmark("fashion-mnist-c")
+    with pytest.raises(DataNotFoundError, match=r'"rbpp generate fashion-mnist-c `out` .*corruptions/", or pass `on_the_fly`'):
+        open_corrupted("fashion-mnist-c")
     with pytest.raises(DataNotFoundError, match=r"clean source .* missing too.*CIFAR_ROOT"):
-        open_benchmark("cifar10-c", source_root=tmp_path / "nothing")
+        open_corrupted("cifar10-c", source_root=tmp_path / "nothing")
 
 
 def test_clean_cifar_pickle_and_bad_batch(tmp_path):
@@ -153,7 +150,7 @@ def test_clean_cifar_pickle_and_bad_batch(tmp_path):
     source = open_clean_source(tiny_cifar_spec(20), tmp_path)
     np.testing.assert_array_equal(source.images([3, 1]), images[[3, 1]])
     np.testing.assert_array_equal(source.labels, labels)
-    with pytest.raises(SourceError, match="cifar-10-batches-py not found.*--download"):
+    with pytest.raises(SourceError, match="cifar-10-batches-py not found.*rbpp datasets cifar10-c `download`"):
         open_clean_source(get_dataset("cifar10-c"), tmp_path / "elsewhere")
 
 
@@ -179,7 +176,7 @@ def test_imagenet_clean_and_corrupted_share_one_geometry(tmp_path):
     source = write_imagenet_folder(tmp_path / "val")
     spec = tiny_imagenet_spec()
     _imagenet_released(tmp_path / "imagenet-c", spec, source)
-    data = open_benchmark(spec, data_root=tmp_path / "imagenet-c", source_root=source, severities=[1, 2])
+    data = open_corrupted(spec, data_root=tmp_path / "imagenet-c", source_root=source, severities=[1, 2])
     assert data.mode == "released" and data.num_images == 6
     assert data.labels.tolist() == [0, 0, 1, 1, 2, 2]
     (clean, _), = data.batches("clean", 0, batch_size=6, num_workers=0)
@@ -210,23 +207,23 @@ def test_imagenet_missing_severity_and_wrong_size_are_named(tmp_path):
 
     shutil.rmtree(root / "contrast" / "4")
     with pytest.raises(LayoutError, match=r"severity folder .*contrast/4 not found"):
-        open_benchmark(spec, data_root=root, source_root=source)
-    open_benchmark(spec, data_root=root, source_root=source, severities=[1, 2])  # the rest is fine
+        open_corrupted(spec, data_root=root, source_root=source)
+    open_corrupted(spec, data_root=root, source_root=source, severities=[1, 2])  # the rest is fine
     first = root / "contrast" / "1" / clean.keys[0]
     Image.fromarray(np.zeros((256, 256, 3), np.uint8)).save(first)
     with pytest.raises(LayoutError, match=r"ILSVRC2012_val_00000001\.JPEG is 256x256, expected 224x224"):
-        open_benchmark(spec, data_root=root, source_root=source, severities=[1])
+        open_corrupted(spec, data_root=root, source_root=source, severities=[1])
     # Only the first image of a cell is checked up front; the others when they are decoded.
     later = root / "contrast" / "3" / clean.keys[4]
     Image.fromarray(np.zeros((200, 224, 3), np.uint8)).save(later)
-    data = open_benchmark(spec, data_root=root, source_root=source, severities=[3])
+    data = open_corrupted(spec, data_root=root, source_root=source, severities=[3])
     with pytest.raises(LayoutError, match=r"ILSVRC2012_val_00000005\.JPEG is 224x200, expected 224x224"):
         list(data.batches("contrast", 3, batch_size=6, num_workers=0))
     # A file in another class folder is a label mismatch with the clean source.
     moved = root / "contrast" / "2" / WNIDS[1] / "ILSVRC2012_val_00000001.JPEG"
     (root / "contrast" / "2" / clean.keys[0]).rename(moved)
     with pytest.raises(LayoutError, match="label mismatch"):
-        open_benchmark(spec, data_root=root, source_root=source, severities=[2])
+        open_corrupted(spec, data_root=root, source_root=source, severities=[2])
 
 
 def test_flat_validation_folder_with_ground_truth(tmp_path):
@@ -252,14 +249,13 @@ def test_flat_validation_folder_with_ground_truth(tmp_path):
 
 def test_unknown_corruption_and_severity_are_rejected():
     with pytest.raises(ValueError, match="Did you mean 'gaussian_noise'"):
-        open_benchmark("fashion-mnist-c", on_the_fly=True, corruptions=["gausian_noise"])
+        open_corrupted("fashion-mnist-c", on_the_fly=True, corruptions=["gausian_noise"])
     with pytest.raises(ValueError, match="severity must be an integer in 1..5, got 6"):
-        open_benchmark("fashion-mnist-c", on_the_fly=True, severities=[6])
+        open_corrupted("fashion-mnist-c", on_the_fly=True, severities=[6])
 
 
-@needs_fashion_mnist
 def test_on_the_fly_serves_every_cell_and_records_its_mode():
-    data = open_benchmark("fashion-mnist-c", on_the_fly=True, seed=3, corruptions=["gaussian_noise"],
+    data = open_corrupted("fashion-mnist-c", on_the_fly=True, seed=3, corruptions=["gaussian_noise"],
                           severities=[5])
     assert data.mode == "on-the-fly" and data.available_cells() == [("clean", 0), ("gaussian_noise", 5)]
     (noisy, labels), = data.batches("gaussian_noise", 5, batch_size=64, indices=np.arange(64), num_workers=0)
@@ -272,40 +268,38 @@ def test_on_the_fly_serves_every_cell_and_records_its_mode():
     (on_device, _), = data.batches("gaussian_noise", 5, batch_size=64, indices=[40, 2, 3], num_workers=0,
                                    corrupt_on="device")
     assert torch.equal(on_device, again)
-    other = open_benchmark("fashion-mnist-c", on_the_fly=True, seed=4, corruptions=["gaussian_noise"], severities=[5])
+    other = open_corrupted("fashion-mnist-c", on_the_fly=True, seed=4, corruptions=["gaussian_noise"], severities=[5])
     assert other.fingerprint() != data.fingerprint()
-    jpeg = open_benchmark("fashion-mnist-c", on_the_fly=True, seed=3, jpeg_roundtrip=True,
+    jpeg = open_corrupted("fashion-mnist-c", on_the_fly=True, seed=3, jpeg_roundtrip=True,
                           corruptions=["gaussian_noise"], severities=[5])
     assert jpeg.describe()["jpeg_roundtrip"] is True and jpeg.fingerprint() != data.fingerprint()
     with pytest.raises(ValueError, match="needs on_the_fly"):
-        open_benchmark("fashion-mnist-c", jpeg_roundtrip=True)
+        open_corrupted("fashion-mnist-c", jpeg_roundtrip=True)
     assert set(ALL_CORRUPTIONS) >= {c for c, _ in data.cells}
 
 
-@needs_fashion_mnist
 def test_manifest_guards_a_tampered_generated_file(tmp_path):
     from robustbench_pp.datasets import generate
 
     generate("fashion-mnist-c", out=tmp_path, corruptions=["brightness"], severities=[1], limit=50, progress=False)
     folder = tmp_path / "fashion-mnist-c"
-    data = open_benchmark("fashion-mnist-c", data_root=folder)
+    data = open_corrupted("fashion-mnist-c", data_root=folder)
     assert data.mode == "generated" and data.verify() == ["brightness.npy", "labels.npy"]
     raw = bytearray((folder / "brightness.npy").read_bytes())
     raw[-1] ^= 0xFF
     (folder / "brightness.npy").write_bytes(bytes(raw))
     with pytest.raises(ManifestError, match=r"brightness\.npy: sha256"):
-        open_benchmark("fashion-mnist-c", data_root=folder).verify()
+        open_corrupted("fashion-mnist-c", data_root=folder).verify()
     (folder / "brightness.npy").write_bytes(bytes(raw[:-10]))
     with pytest.raises(ManifestError, match=r"brightness\.npy does not match .*manifest\.json"):
-        open_benchmark("fashion-mnist-c", data_root=folder)
+        open_corrupted("fashion-mnist-c", data_root=folder)
 
 
-@needs_fashion_mnist
 def test_published_checksums_reject_a_file_that_is_not_the_release(cifar_fixture):
     from robustbench_pp.datasets import verify_release_checksums
 
     root, _, _ = cifar_fixture
-    data = open_benchmark(tiny_cifar_spec(COUNT), data_root=root / "cifar10-c", source_root=root / "source")
+    data = open_corrupted(tiny_cifar_spec(COUNT), data_root=root / "cifar10-c", source_root=root / "source")
     with pytest.raises(ManifestError, match=r"fog\.npy: MD5 [0-9a-f]{32} differs from the published 7b397314"):
         verify_release_checksums(data.spec, root / "cifar10-c", ["fog.npy"])
     with pytest.raises(ValueError, match="no published checksums"):
@@ -323,7 +317,7 @@ def test_cifar10_c_224_upsamples_bicubically(tmp_path):
     assert upsampled.shape == (1, 224, 224, 3)
     np.testing.assert_array_equal(upsampled[0], np.asarray(Image.fromarray(images[2]).resize((224, 224),
                                                                                              Image.BICUBIC)))
-    data = open_benchmark(spec, source_root=tmp_path, on_the_fly=True, corruptions=["brightness"], severities=[1])
+    data = open_corrupted(spec, source_root=tmp_path, on_the_fly=True, corruptions=["brightness"], severities=[1])
     (batch, labels), = data.batches("brightness", 1, batch_size=4, num_workers=0)
     assert batch.shape == (4, 3, 224, 224) and labels.tolist() == [0, 1, 2, 3]
     assert data.describe()["preset"] == "imagenet"
@@ -338,26 +332,27 @@ def test_downloads_are_explicit_and_licensed_sources_refuse(tmp_path):
         download_source(get_dataset("fashion-mnist-c"), tmp_path)
 
 
-@needs_fashion_mnist
-def test_fingerprints_change_with_the_data_and_cells_keep_their_own(cifar_fixture, tmp_path):
+def test_fingerprints_change_with_the_data_and_cover_only_the_opened_files(cifar_fixture, tmp_path):
     root, images, labels = cifar_fixture
     spec = tiny_cifar_spec(COUNT)
-    both = open_benchmark(spec, data_root=root / "cifar10-c", source_root=root / "source")
-    fog_only = open_benchmark(spec, data_root=root / "cifar10-c", source_root=root / "source", corruptions=["fog"])
+    both = open_corrupted(spec, data_root=root / "cifar10-c", source_root=root / "source")
+    fog_only = open_corrupted(spec, data_root=root / "cifar10-c", source_root=root / "source", corruptions=["fog"])
     assert both.fingerprint() != fog_only.fingerprint()  # the opened selection differs
-    assert both.cell_fingerprint("fog", 2) == fog_only.cell_fingerprint("fog", 2)
-    assert both.cell_fingerprint("fog", 2) != both.cell_fingerprint("fog", 3)
-    assert both.cell_fingerprint("clean", 0) == fog_only.cell_fingerprint("clean", 0)
     altered = write_released_npy(tmp_path / "c", images, labels, CORRUPTIONS)
     cells = np.load(altered / "fog.npy")
     cells[0, 0, 0, 0] ^= 1
     np.save(altered / "fog.npy", cells)
-    changed = open_benchmark(spec, data_root=altered, source_root=root / "source")
+    changed = open_corrupted(spec, data_root=altered, source_root=root / "source")
     assert changed.fingerprint() != both.fingerprint()
-    assert changed.cell_fingerprint("gaussian_noise", 1) == both.cell_fingerprint("gaussian_noise", 1)
-    assert changed.cell_fingerprint("fog", 1) != both.cell_fingerprint("fog", 1)
-    with pytest.raises(ValueError, match="not available"):
-        both.cell_fingerprint("snow", 1)
+    # A selection's fingerprint covers its own files only: one altered byte of fog.npy changes
+    # the fog selection's, not the gaussian_noise selection's (nor does the folder's path).
+    copy = write_released_npy(tmp_path / "copy", images, labels, CORRUPTIONS)
+    for folder, expected in ((altered, False), (copy, True)):
+        same_fog = open_corrupted(spec, data_root=folder, source_root=root / "source", corruptions=["fog"])
+        assert (same_fog.fingerprint() == fog_only.fingerprint()) is expected
+    noise = dict(source_root=root / "source", corruptions=["gaussian_noise"])
+    assert (open_corrupted(spec, data_root=altered, **noise).fingerprint()
+            == open_corrupted(spec, data_root=root / "cifar10-c", **noise).fingerprint())
 
 
 def test_flat_validation_folder_with_the_ilsvrc_devkit(tmp_path):
@@ -382,3 +377,18 @@ def test_flat_validation_folder_with_the_ilsvrc_devkit(tmp_path):
     (data / "ILSVRC2012_validation_ground_truth.txt").write_text("3\n7\n1\n")
     with pytest.raises(SourceError, match=r"ground_truth\.txt:2: bad ILSVRC2012 id '7'"):
         list_imagenet_val(flat)
+
+
+def test_corrupt_by_index_reproduces_a_full_pass_for_any_subset_and_order():
+    from robustbench_pp.corruptions import corrupt, corrupt_by_index
+
+    images = np.random.default_rng(5).integers(0, 256, (12, 32, 32, 3), dtype=np.uint8)
+    full = corrupt(images, "gaussian_noise", 3, preset="cifar", seed=2)
+    order = np.array([7, 8, 9, 2, 11, 0, 1])  # three runs of consecutive indices
+    picked = corrupt_by_index(images[order], order, "gaussian_noise", 3, preset="cifar", seed=2)
+    np.testing.assert_array_equal(picked, full[order])
+    as_tensor = corrupt_by_index(torch.from_numpy(images[order]).permute(0, 3, 1, 2), order, "gaussian_noise", 3,
+                                 preset="cifar", seed=2)
+    np.testing.assert_array_equal(as_tensor.permute(0, 2, 3, 1).numpy(), full[order])
+    with pytest.raises(ValueError, match="2 indices for a batch of 3 images"):
+        corrupt_by_index(images[:3], [0, 1], "fog", 1, preset="cifar")

@@ -1,6 +1,7 @@
 """Builders of small real-format fixtures shared by the dataset and generation tests (no tests here).
 
-Every fixture is written in the on-disk format the real data uses: a torchvision CIFAR pickle
+Every fixture is written in the on-disk format the real data uses: Fashion-MNIST idx files
+(synthetic images, so the tests run without Debian's package), a torchvision CIFAR pickle
 folder, a CIFAR-10-C style npy set, an ImageNet-style folder of JPEGs.
 """
 
@@ -13,25 +14,32 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from _fixtures import tiny_fashion_mnist
 from robustbench_pp.datasets import get_dataset
-from robustbench_pp.datasets.sources import fashion_mnist_root, load_fashion_mnist
+from robustbench_pp.datasets.sources import load_fashion_mnist
 
 WNIDS = ("n01440764", "n01443537", "n01484850")
+# Test images of the synthetic Fashion-MNIST: more than the 300-image subsets the tests draw,
+# so that a `limit` of 300 is a real subset.
+FASHION_TEST_IMAGES = 400
 
 
-def fashion_mnist_available() -> bool:
-    root = fashion_mnist_root()
-    return (root / "t10k-images-idx3-ubyte.gz").exists() or (root / "t10k-images-idx3-ubyte").exists()
+@pytest.fixture(scope="module")
+def fashion_root(tmp_path_factory) -> Path:
+    """A synthetic Fashion-MNIST folder (idx files of 10 balanced classes), built once per module."""
+    return tiny_fashion_mnist(tmp_path_factory.mktemp("fashion-mnist"), test=FASHION_TEST_IMAGES, train=20)
 
 
-needs_fashion_mnist = pytest.mark.skipif(
-    not fashion_mnist_available(), reason="Fashion-MNIST idx files not installed (apt-get install dataset-fashion-mnist)"
-)
+@pytest.fixture
+def synthetic_fashion_mnist(fashion_root, monkeypatch) -> Path:
+    """Point FASHION_MNIST_ROOT (the fashion-mnist-c clean source) at the synthetic folder."""
+    monkeypatch.setenv("FASHION_MNIST_ROOT", str(fashion_root))
+    return fashion_root
 
 
-def fashion_images(count: int = 300):
-    """The first ``count`` Fashion-MNIST test images as 32×32 RGB (real photographs of clothes)."""
-    images, labels = load_fashion_mnist(split="test")
+def fashion_images(root: Path, count: int = 300):
+    """The first ``count`` test images of the Fashion-MNIST folder ``root`` as 32×32 RGB."""
+    images, labels = load_fashion_mnist(root, split="test")
     return images[:count].copy(), labels[:count].copy()
 
 

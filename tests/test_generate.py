@@ -14,10 +14,16 @@ import pytest
 import torch
 from click.testing import CliRunner
 
-from robustbench_pp.datasets import ManifestError, balanced_subset, generate, open_benchmark
-from robustbench_pp.datasets.generate import PARTIAL_DIR
+from robustbench_pp.datasets import ManifestError, balanced_subset, generate, open_corrupted
+from robustbench_pp.datasets.layouts import PARTIAL_DIR
 from robustbench_pp.datasets.manifest import read_manifest
-from test_datasets_support import WNIDS, needs_fashion_mnist, tiny_imagenet_spec, write_imagenet_folder
+from test_datasets_support import (  # noqa: F401  (fashion_root, synthetic_fashion_mnist: fixtures)
+    WNIDS,
+    fashion_root,
+    synthetic_fashion_mnist,
+    tiny_imagenet_spec,
+    write_imagenet_folder,
+)
 
 
 def _cell(data, corruption, severity, indices=None):
@@ -25,10 +31,10 @@ def _cell(data, corruption, severity, indices=None):
     return torch.cat(images)
 
 
-
 @pytest.fixture(autouse=True)
-def _private_hash_cache(tmp_path, monkeypatch):
-    """Keep the sha256 cache of released files out of the user's ~/.cache."""
+def _private_hash_cache(tmp_path, monkeypatch, synthetic_fashion_mnist):
+    """Keep the sha256 cache of released files out of the user's ~/.cache; fashion-mnist-c's
+    clean source is the synthetic Fashion-MNIST."""
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
 
 
@@ -45,7 +51,6 @@ def test_balanced_subset_is_seeded_and_class_balanced():
     assert balanced_subset(labels, None, seed=0).tolist() == list(range(1000))
 
 
-@needs_fashion_mnist
 def test_npy_generation_round_trip_and_determinism(tmp_path):
     kwargs = dict(corruptions=["gaussian_noise", "pixelate"], severities=[1, 5], limit=120, progress=False)
     first = generate("fashion-mnist-c", out=tmp_path / "a", seed=7, **kwargs)
@@ -72,12 +77,12 @@ def test_npy_generation_round_trip_and_determinism(tmp_path):
     assert list(manifest["class_counts"].values()) == [12] * 10
     assert manifest["code"]["package_version"] == manifest["package_version"] and "git_commit" in manifest["code"]
     assert all("git_commit" in entry for entry in manifest["files"].values())
-    data = open_benchmark("fashion-mnist-c", data_root=folder)
+    data = open_corrupted("fashion-mnist-c", data_root=folder)
     assert data.mode == "generated" and data.num_images == 120 and data.seed == 7
     assert data.available_cells() == [("clean", 0), ("gaussian_noise", 1), ("gaussian_noise", 5),
                                       ("pixelate", 1), ("pixelate", 5)]
     # The files hold exactly what on-the-fly corruption serves for the same source images.
-    fly = open_benchmark("fashion-mnist-c", on_the_fly=True, seed=7, corruptions=["gaussian_noise"], severities=[5])
+    fly = open_corrupted("fashion-mnist-c", on_the_fly=True, seed=7, corruptions=["gaussian_noise"], severities=[5])
     source_indices = np.asarray(manifest["indices"])
     assert torch.equal(_cell(data, "gaussian_noise", 5), _cell(fly, "gaussian_noise", 5, source_indices))
     assert torch.equal(_cell(data, "clean", 0), _cell(fly, "clean", 0, source_indices))
@@ -98,7 +103,6 @@ generate("fashion-mnist-c", out=sys.argv[1], corruptions=sys.argv[2].split(","),
 
 
 @pytest.mark.slow  # a real child process that imports torch, then a resume
-@needs_fashion_mnist
 def test_resume_after_kill_leaves_nothing_that_looks_complete(tmp_path):
     corruptions = ["brightness", "contrast", "saturate", "gaussian_noise"]
     folder = tmp_path / "fashion-mnist-c"
@@ -118,19 +122,19 @@ def test_resume_after_kill_leaves_nothing_that_looks_complete(tmp_path):
     for leftover in folder.glob("*.npy"):  # every final-named file is complete and recorded
         assert leftover.name in manifest["files"]
         assert leftover.stat().st_size == manifest["files"][leftover.name]["bytes"]
-    data = open_benchmark("fashion-mnist-c", data_root=folder)
+    data = open_corrupted("fashion-mnist-c", data_root=folder)
     assert {c for c, _ in data.cells} == {"brightness", "contrast"}
     with pytest.raises(ValueError, match="saturate is not recorded as complete.*rbpp generate"):
-        open_benchmark("fashion-mnist-c", data_root=folder, corruptions=["saturate"])
+        open_corrupted("fashion-mnist-c", data_root=folder, corruptions=["saturate"])
 
     report = generate("fashion-mnist-c", out=tmp_path, corruptions=corruptions, limit=300, batch_size=30, seed=3,
                       progress=False)
     assert report.cells_skipped >= 11  # brightness, contrast and saturate's finished severity blocks
     assert not (folder / PARTIAL_DIR).exists()
-    data = open_benchmark("fashion-mnist-c", data_root=folder)
+    data = open_corrupted("fashion-mnist-c", data_root=folder)
     assert len(data.verify()) == len(corruptions) + 1
     # The resumed file equals an uninterrupted computation, block by block.
-    fly = open_benchmark("fashion-mnist-c", on_the_fly=True, seed=3, corruptions=["saturate"])
+    fly = open_corrupted("fashion-mnist-c", on_the_fly=True, seed=3, corruptions=["saturate"])
     indices = np.asarray(read_manifest(folder)["indices"])
     for severity in (1, 3, 5):
         assert torch.equal(_cell(data, "saturate", severity), _cell(fly, "saturate", severity, indices))
@@ -149,11 +153,11 @@ def test_jpeg_folder_generation_matches_the_released_layout(tmp_path):
     assert files == expected
     sums = (folder / "contrast" / "1" / "SHA256SUMS").read_text().splitlines()
     assert len(sums) == 6 and sums[0].endswith(f"{WNIDS[0]}/ILSVRC2012_val_00000001.JPEG")
-    data = open_benchmark(spec, data_root=folder, source_root=source)
+    data = open_corrupted(spec, data_root=folder, source_root=source)
     assert data.mode == "generated" and data.labels.tolist() == [0, 0, 1, 1, 2, 2]
     assert len(data.verify()) == 2
     stored = _cell(data, "contrast", 3)
-    fly = open_benchmark(spec, source_root=source, on_the_fly=True, jpeg_roundtrip=True, corruptions=["contrast"],
+    fly = open_corrupted(spec, source_root=source, on_the_fly=True, jpeg_roundtrip=True, corruptions=["contrast"],
                          severities=[3])
     simulated = _cell(fly, "contrast", 3)
     assert stored.shape == simulated.shape == (6, 3, 224, 224)
@@ -161,7 +165,6 @@ def test_jpeg_folder_generation_matches_the_released_layout(tmp_path):
     assert (stored.float() - simulated.float()).abs().mean() < 1.0
 
 
-@needs_fashion_mnist
 def test_cli_generate_then_datasets_finds_the_set(tmp_path, monkeypatch):
     from robustbench_pp.cli import main
 
@@ -185,3 +188,20 @@ def test_cli_generate_then_datasets_finds_the_set(tmp_path, monkeypatch):
     monkeypatch.setenv("RBPP_CORRUPTIONS", str(tmp_path / "empty"))
     result = runner.invoke(main, ["datasets", "fashion-mnist-c", "--json"])
     assert "rbpp generate fashion-mnist-c --out" in json.loads(result.output)["corrupted_hint"]
+
+
+def test_cli_messages_name_the_commands_flags(tmp_path, monkeypatch):
+    """The library names its parameters in backticks; `rbpp` shows them as its own flags."""
+    from robustbench_pp.cli import main
+
+    runner = CliRunner()
+    result = runner.invoke(main, ["generate", "fashion-mnist-c", "--out", str(tmp_path), "--device", "cuda",
+                                  "--workers", "2", "--quiet"])
+    assert result.exit_code == 1 and "--workers = 2 forks processes" in result.output, result.output
+    assert "`" not in result.output and "Traceback" not in result.output
+    monkeypatch.setenv("RBPP_CORRUPTIONS", str(tmp_path / "empty"))
+    result = runner.invoke(main, ["datasets", "cifar10-c", "--source", str(tmp_path / "none"), "--json"])
+    row = json.loads(result.output)
+    assert "pass --source, or fetch it with \"rbpp datasets cifar10-c --download\"" in row["clean_error"]
+    assert f'"rbpp generate cifar10-c --out {tmp_path / "empty"}/"' in row["corrupted_hint"]
+    assert "`" not in row["clean_error"] + row["corrupted_hint"]

@@ -6,6 +6,12 @@ import os
 
 import click
 
+from robustbench_pp.cli._errors import library_errors, with_flags
+
+# Library parameters named in dataset messages that these commands set under another name, or
+# that belong to the command the message suggests (`rbpp generate`, `rbpp evaluate`).
+_ALIASES = {"corruptions": "--corruptions", "out": "--out", "on_the_fly": "--on-the-fly", "download": "--download"}
+
 
 def _split_names(values: tuple[str, ...]) -> list[str]:
     return [part for value in values for part in value.split(",") if part]
@@ -39,7 +45,7 @@ def _expand_severities(values: tuple[str, ...]):
 
 def _status(name: str, data_root, source_root) -> dict:
     """Whether the clean source and the corrupted files of one dataset are found here."""
-    from robustbench_pp.datasets import DataNotFoundError, get_dataset, open_benchmark, open_clean_source
+    from robustbench_pp.datasets import DataNotFoundError, get_dataset, open_clean_source, open_corrupted
 
     spec = get_dataset(name)
     row = {"dataset": name, "image_size": spec.image_size, "classes": spec.num_classes, "preset": spec.preset,
@@ -48,19 +54,25 @@ def _status(name: str, data_root, source_root) -> dict:
     try:
         row["clean"] = f"{open_clean_source(spec, source_root).num_images} images"
     except (ValueError, OSError) as exc:
-        row["clean"], row["clean_error"] = "missing", str(exc)
+        row["clean"], row["clean_error"] = "missing", _cli_text(exc)
     try:
-        data = open_benchmark(spec, data_root=data_root, source_root=source_root)
+        data = open_corrupted(spec, data_root=data_root, source_root=source_root)
     except DataNotFoundError as exc:
-        row["corrupted"], row["corrupted_hint"] = "missing", str(exc)
+        row["corrupted"], row["corrupted_hint"] = "missing", _cli_text(exc)
         return row
     except (ValueError, OSError) as exc:
-        row["corrupted"], row["corrupted_error"] = "invalid", str(exc)
+        row["corrupted"], row["corrupted_error"] = "invalid", _cli_text(exc)
         return row
     corruptions = sorted({c for c, s in data.cells})
     row["corrupted"] = f"{data.mode}: {len(corruptions)} corruptions, {len(data.cells)} cells of {data.num_images}"
     row["cells"] = len(data.cells)
     return row
+
+
+def _cli_text(exc: Exception) -> str:
+    """A library message as this command's user reads it: parameters named by their flags."""
+    context = click.get_current_context(silent=True)
+    return with_flags(str(exc), context.command if context else None, _ALIASES)
 
 
 @click.command("datasets")
@@ -74,29 +86,21 @@ def datasets(name, data_root, source_root, verify, download, as_json):
     """List the benchmark datasets and whether each is found here, or check one NAME."""
     import json
 
-    from robustbench_pp.datasets import download_source, get_dataset, list_datasets, open_benchmark
+    from robustbench_pp.datasets import download_source, get_dataset, list_datasets, open_corrupted
 
     names = list_datasets()
     if name is not None:
-        try:
+        with library_errors(ValueError, aliases=_ALIASES):
             names = [get_dataset(name).name]
-        except ValueError as exc:
-            raise click.ClickException(str(exc)) from None
     elif data_root or verify or download:
         raise click.ClickException("--data-root, --verify and --download need a dataset NAME")
     if download:
-        try:
+        with library_errors(ValueError, OSError, RuntimeError, aliases=_ALIASES):
             click.echo(f"clean source downloaded to {download_source(get_dataset(name), source_root)}")
-        except (ValueError, OSError, RuntimeError) as exc:
-            raise click.ClickException(str(exc)) from None
     rows = [_status(n, data_root, source_root) for n in names]
     if verify:
-        try:
-            data = open_benchmark(name, data_root=data_root, source_root=source_root)
-            checked = data.verify()
-        except (ValueError, OSError) as exc:
-            raise click.ClickException(str(exc)) from None
-        rows[0]["verified"] = checked
+        with library_errors(aliases=_ALIASES):
+            rows[0]["verified"] = open_corrupted(name, data_root=data_root, source_root=source_root).verify()
     if as_json:
         click.echo(json.dumps(rows if name is None else rows[0], indent=1))
         return
@@ -138,7 +142,7 @@ def generate(name, source_root, out, corruption_names, severities, seed, device,
     from robustbench_pp.datasets import download_source, get_dataset
     from robustbench_pp.datasets import generate as generate_set
 
-    try:
+    with library_errors(aliases=_ALIASES):
         spec = get_dataset(name)
         if download:
             download_source(spec, source_root)
@@ -147,8 +151,6 @@ def generate(name, source_root, out, corruption_names, severities, seed, device,
         report = generate_set(spec, out=out, source_root=source_root, corruptions=_expand_corruptions(corruption_names),
                               severities=_expand_severities(severities), seed=seed, device=device,
                               batch_size=batch_size, limit=limit, workers=workers, progress=not quiet)
-    except (ValueError, OSError) as exc:
-        raise click.ClickException(str(exc)) from None
     rate = report.images_written / report.seconds if report.seconds > 0 else 0.0
     click.echo(f"{report.folder}: {report.cells_written} cells written, {report.cells_skipped} already complete, "
                f"{report.images_written} images in {report.seconds:.1f} s ({rate:.0f} images/s), "

@@ -4,9 +4,10 @@
     >>> out = corrupt(images, "snow", 3, preset="cifar", seed=0, index_offset=0)
 
 ``images`` is a uint8 batch (numpy N×H×W×3 or torch N×3×H×W on any device); the result has
-the same type, shape, dtype and device. Kernels live in ``kernels.py`` (one function per
-corruption), their parameter rows in ``parameters.py`` (data keyed by preset), shared
-building blocks in ``_ops.py``. ``backend="imagecorruptions"`` runs the reference package.
+the same type, shape, dtype and device. ``corrupt_by_index(images, indices, ...)`` corrupts a
+batch of any global indices (a subset, a shuffled batch) as one full pass would. Kernels
+live in ``kernels.py`` (one function per corruption), their parameter rows in
+``parameters.py`` (data keyed by preset), shared building blocks in ``_ops.py``. ``backend="imagecorruptions"`` runs the reference package.
 
 What we follow: the maintained ``imagecorruptions`` package (its numpy motion blur and snow,
 its image-size adaptations) except where it departs from the released data, where we follow
@@ -58,7 +59,7 @@ saturate, elastic_transform 2→3 (affine jitter 0.2 → 0.02 × 244 px); imagen
 by only 0.12 dB (256 photographs, ours and the package alike).
 """
 
-from robustbench_pp.corruptions.engine import BACKENDS, corrupt, reference_corrupt
+from robustbench_pp.corruptions.engine import BACKENDS, corrupt, corrupt_by_index, reference_corrupt
 from robustbench_pp.corruptions.jpeg import jpeg_roundtrip
 from robustbench_pp.corruptions.parameters import PARAMETERS, PRESETS, corruption_parameters
 
@@ -67,6 +68,7 @@ __all__ = [
     "PARAMETERS",
     "PRESETS",
     "corrupt",
+    "corrupt_by_index",
     "corruption_parameters",
     "jpeg_roundtrip",
     "reference_corrupt",

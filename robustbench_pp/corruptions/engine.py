@@ -114,6 +114,49 @@ def corrupt(images, name: str, severity: int, *, preset: str = "imagenet", seed:
     return out
 
 
+def corrupt_by_index(images, indices, name: str, severity: int, *, preset: str = "imagenet", seed: int = 0):
+    """Corrupt a batch whose image k is image ``indices[k]`` of its data set (any subset, any order).
+
+    Image k gets the randomness that :func:`corrupt` gives the image at global index
+    ``indices[k]``, so a subset or a shuffled batch reproduces the images of one full pass
+    (on-the-fly reading and generated files use this one function). Each run of consecutive
+    indices is one :func:`corrupt` call with that run's first index as ``index_offset``.
+
+    Args:
+        images: uint8 numpy array N×H×W×3, or uint8 torch tensor N×3×H×W on any device.
+        indices: N global indices (int), one per image.
+        name, severity, preset, seed: as for :func:`corrupt`.
+
+    Returns:
+        The corrupted batch: same type, shape, dtype and device as ``images``.
+
+    Raises:
+        ValueError: as :func:`corrupt`, or when ``indices`` and ``images`` differ in length.
+
+    Example:
+        >>> out = corrupt_by_index(np.zeros((3, 32, 32, 3), np.uint8), [7, 8, 2], "fog", 3, preset="cifar")
+    """
+    indices = np.asarray(indices, dtype=np.int64).reshape(-1)
+    if len(indices) != len(images):
+        raise ValueError(f"{len(indices)} indices for a batch of {len(images)} images")
+    pieces = [corrupt(images[start:stop], name, severity, preset=preset, seed=seed, index_offset=int(indices[start]))
+              for start, stop in _consecutive_runs(indices)]
+    if len(pieces) == 1:
+        return pieces[0]
+    if not pieces:
+        return corrupt(images, name, severity, preset=preset, seed=seed)  # validates, copies the empty batch
+    return np.concatenate(pieces) if isinstance(images, np.ndarray) else torch.cat(pieces)
+
+
+def _consecutive_runs(values: np.ndarray) -> list[tuple[int, int]]:
+    """Split an index array into maximal runs of consecutive values: [(start_slot, stop_slot)]."""
+    if len(values) == 0:
+        return []
+    breaks = np.flatnonzero(np.diff(values) != 1) + 1
+    edges = np.concatenate([[0], breaks, [len(values)]])
+    return [(int(a), int(b)) for a, b in zip(edges[:-1], edges[1:])]
+
+
 @contextlib.contextmanager
 def _numpy_global_seed(seed: int):
     """Seed numpy's global RNG (the reference package uses it) and restore it afterwards."""

@@ -166,8 +166,8 @@ def open_clean_source(spec: DatasetSpec, source_root=None) -> CleanSource:
         try:
             images, labels = load_cifar(root, split="test", num_classes=num_classes)
         except SourceError as exc:
-            raise SourceError(f"{exc}. Set {spec.source_env} or pass --source DIR, or fetch it with "
-                              f"`rbpp datasets {spec.name} --download`") from None
+            raise SourceError(f"{exc}. Set {spec.source_env} or pass `source_root`, or fetch it with "
+                              f'"rbpp datasets {spec.name} `download`"') from None
         return CleanSource(spec, root, labels, array=images)
     if spec.source == "imagenet":
         paths, wnids = list_imagenet_val(root, wnids=spec.wnids())

@@ -1,18 +1,22 @@
-"""``manifest.json`` of a generated corrupted set, file hashing and atomic writes.
+"""``manifest.json`` of a generated corrupted set: reading, recording finished files, checking
+them; and the cached sha256 of large released files.
 
 The manifest is the only thing that declares a generated file complete: a file is written
 under a temporary name, renamed into place, and only then recorded (with its sha256 and
-size) in the manifest, itself replaced atomically. A file on disk that the manifest does
+size, :func:`record_file`) in the manifest, itself replaced atomically. A file on disk that the manifest does
 not list, or lists with another size, is an interrupted write and is never trusted.
 """
 
 from __future__ import annotations
 
+import datetime as _dt
 import json
 import os
 from pathlib import Path
 
+from robustbench_pp.code_identity import git_commit
 from robustbench_pp.fileio import atomic_write, file_digest
+from robustbench_pp.names import ALL_CORRUPTIONS
 
 MANIFEST_NAME = "manifest.json"
 MANIFEST_FORMAT = "robustbench_pp/corrupted-set"
@@ -75,6 +79,30 @@ def read_manifest(folder: str | os.PathLike) -> dict | None:
 def write_manifest(folder: str | os.PathLike, manifest: dict) -> None:
     """Replace the manifest of ``folder`` atomically."""
     atomic_write(Path(folder) / MANIFEST_NAME, json.dumps(manifest, indent=1, sort_keys=True) + "\n")
+
+
+def utc_now() -> str:
+    """The manifest's timestamp format (UTC, seconds)."""
+    return _dt.datetime.now(_dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def record_file(folder: Path, manifest: dict, relpath: str, **extra) -> None:
+    """Record a file that has reached its final name (sha256, size, commit, ``extra``) and save.
+
+    Call it only after the rename: a listed file is a complete file.
+    """
+    path = folder / relpath
+    manifest["files"][relpath] = {"sha256": file_digest(path), "bytes": path.stat().st_size,
+                                  "git_commit": git_commit(), **extra}
+    manifest["updated"] = utc_now()
+    write_manifest(folder, manifest)
+
+
+def record_complete_corruption(folder: Path, manifest: dict, corruption: str) -> None:
+    """Add ``corruption`` to ``corruptions_complete`` (kept in canonical order) and save."""
+    done = set(manifest["corruptions_complete"]) | {corruption}
+    manifest["corruptions_complete"] = [c for c in ALL_CORRUPTIONS if c in done]
+    write_manifest(folder, manifest)
 
 
 def entry_is_complete(folder: Path, relpath: str, entry: dict) -> bool:

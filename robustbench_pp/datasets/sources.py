@@ -262,7 +262,7 @@ def list_imagenet_val(root: str | os.PathLike, wnids=None, ground_truth=None):
     root = Path(root)
     if not root.is_dir():
         raise SourceError(
-            f"ImageNet validation folder {root} not found; pass --source DIR or set IMAGENET_VAL_ROOT "
+            f"ImageNet validation folder {root} not found; pass `source_root` or set IMAGENET_VAL_ROOT "
             "(a folder per wnid, or the flat val folder with LOC_val_solution.csv / the devkit)"
         )
     class_dirs = sorted(entry.name for entry in os.scandir(root) if entry.is_dir() and is_wnid(entry.name))

@@ -84,12 +84,6 @@ def _load_wnids(filename: str) -> tuple[str, ...]:
     return tuple(sorted(json.loads(text)))
 
 
-def load_release_checksums() -> dict:
-    """The published MD5 checksums of the released sets (package data)."""
-    text = resources.files("robustbench_pp").joinpath("data", "release_checksums.json").read_text()
-    return json.loads(text)
-
-
 _CIFAR_ROOT = str(_CACHE_HOME / "cifar")
 _IMAGENET_VAL_ROOT = str(_CACHE_HOME / "imagenet" / "val")
 

@@ -1,5 +1,5 @@
-"""The fixed, class-balanced, seeded subsets used by ``--limit`` (generation, evaluation) and
-``--limit-train`` (training): one definition, so a subset means the same images everywhere."""
+"""The fixed, class-balanced, seeded subsets behind the ``limit`` of generation and evaluation
+and the ``limit_train`` of training: one definition, so a subset means the same images everywhere."""
 
 from __future__ import annotations
 

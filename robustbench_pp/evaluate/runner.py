@@ -171,7 +171,7 @@ def run_evaluation(
         EvaluationError: bad combination of inputs, with the reason.
     """
     from robustbench_pp import results
-    from robustbench_pp.datasets import open_benchmark
+    from robustbench_pp.datasets import open_corrupted
     from robustbench_pp.evaluate.engine import resolve_device
     from robustbench_pp.evaluate.distributed import local_device
 
@@ -186,7 +186,7 @@ def run_evaluation(
     model = build_model(settings)
     card = model.card
     try:
-        data = open_benchmark(settings.dataset, data_root=settings.data_root, source_root=settings.source_root,
+        data = open_corrupted(settings.dataset, data_root=settings.data_root, source_root=settings.source_root,
                               on_the_fly=settings.on_the_fly, seed=settings.seed,
                               jpeg_roundtrip=settings.jpeg_roundtrip, corruptions=settings.corruptions,
                               severities=settings.severities)

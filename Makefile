@@ -35,4 +35,4 @@ test: install system-deps
 	$(PY) -m pytest -q
 
 quickstart: install system-deps
-	$(PY) -m robustbench_pp.quickstart
+	$(PY) -m robustbench_pp.cli.quickstart

@@ -24,8 +24,8 @@ import json
 from dataclasses import dataclass
 
 from robustbench_pp.metrics import mean_corruption_error, unnormalized_mean_error
-from robustbench_pp.names import CLEAN, CORRUPTIONS, SEVERITIES
-from robustbench_pp.results import ALEXNET_REFERENCE, RunTable, is_imagenet_c
+from robustbench_pp.names import CLEAN, CORRUPTIONS
+from robustbench_pp.results import ALEXNET_REFERENCE, RunTable, is_imagenet_c, mean_error_intervals
 
 OK, REGRESSION, INCOMPARABLE = 0, 1, 2
 
@@ -89,62 +89,125 @@ class CheckResult:
         return REGRESSION if self.regressions else OK
 
 
-def _subset(table: RunTable):
-    """The image subset (``--limit``) of a run: ``rbpp evaluate`` records it in the settings."""
-    provenance = table.records[0].provenance
-    value = provenance.get("subset")
-    settings = provenance.get("settings")
-    if value is None and isinstance(settings, dict):
-        value = settings.get("subset")
-    return json.dumps(value, sort_keys=True) if value is not None else None
+@dataclass(frozen=True)
+class Tolerances:
+    """How far a compared number may move, and how findings are judged.
+
+    Attributes:
+        cell: allowed absolute change of a cell's top-1 error (0.02 = 2 points).
+        mce: allowed absolute change of the mean errors (unnormalised mean error;
+            AlexNet-normalised mCE on ImageNet-C).
+        ci_aware: flag a number only when the new value is also outside the reference's
+            95% interval (cells: the record's ``ci95``; mean errors: a bootstrap over images).
+        two_sided: treat drops of error beyond tolerance as failures too (for a
+            deterministic reference, where any change means the pipeline changed).
+
+    Raises:
+        ValueError: for a negative tolerance.
+    """
+
+    cell: float = 0.02
+    mce: float = 0.01
+    ci_aware: bool = False
+    two_sided: bool = False
+
+    def __post_init__(self) -> None:
+        for name, value in (("tolerance_cell", self.cell), ("tolerance_mce", self.mce)):
+            if not value >= 0:
+                raise ValueError(f"`{name}` must be >= 0, got {value!r}")
+
+
+def _subset(table: RunTable) -> str | None:
+    """The run's image subset as canonical JSON (None for the whole set), to compare runs."""
+    return None if table.subset is None else json.dumps(table.subset, sort_keys=True)
 
 
 def incomparability(results: RunTable, reference: RunTable) -> list[str]:
     """Why two runs cannot be compared (empty list when they can).
 
-    Different dataset, corruption preset, image subset (``--limit``) or number
-    of images per cell make the errors measure different things.
+    Different dataset, corruption preset, image subset (``limit``) or number of images per
+    cell make the errors measure different things; so does a new run that lacks cells the
+    reference has.
     """
     reasons = []
     if results.dataset != reference.dataset:
         reasons.append(f"dataset: {results.dataset} vs reference {reference.dataset}")
-    new_provenance, old_provenance = results.records[0].provenance, reference.records[0].provenance
-    if new_provenance.get("preset") != old_provenance.get("preset"):
-        reasons.append(f"preset: {new_provenance.get('preset')!r} vs reference {old_provenance.get('preset')!r}")
+    new_preset, old_preset = results.provenance.get("preset"), reference.provenance.get("preset")
+    if new_preset != old_preset:
+        reasons.append(f"preset: {new_preset!r} vs reference {old_preset!r}")
     if _subset(results) != _subset(reference):
         reasons.append(f"subset: {_subset(results) or 'full set'} vs reference {_subset(reference) or 'full set'}")
     if results.num_images != reference.num_images:
         reasons.append(f"images per cell: {results.num_images} vs reference {reference.num_images}")
+    new_cells = {r.cell for r in results.records}
+    lacking = [r.cell for r in reference.records if r.cell not in new_cells]
+    if lacking:
+        shown = ", ".join(f"{c}/{s}" for c, s in lacking[:6]) + (f" and {len(lacking) - 6} more" if len(lacking) > 6 else "")
+        reasons.append(f"the results lack {len(lacking)} cell(s) of the reference: {shown}")
     return reasons
 
 
-def _aggregate_intervals(reference: RunTable) -> dict:
-    """Bootstrap 95% intervals of the reference's mean errors from its per-image correctness.
-
-    Empty when any benchmark cell lacks the per-image bits (older or reported records).
-    """
-    from robustbench_pp.metrics.bootstrap import bootstrap_mean_errors_ci
-
-    cells = {r.cell: r for r in reference.records}
-    try:
-        masks = {c: [cells[(c, s)].correct_mask() for s in SEVERITIES] for c in CORRUPTIONS}
-    except KeyError:
-        return {}
-    if any(mask is None for row in masks.values() for mask in row):
-        return {}
-    seed = int(reference.records[0].provenance.get("bootstrap_seed") or 0)
-    alexnet = ALEXNET_REFERENCE.errors if is_imagenet_c(reference.dataset) else None
-    try:
-        return bootstrap_mean_errors_ci(masks, reference=alexnet, seed=seed)
-    except ValueError:
-        return {}
+def _notes(results: RunTable, reference: RunTable, tolerances: Tolerances) -> list[str]:
+    """Caveats of a comparison that do not change its outcome."""
+    notes = []
+    old_cells = {r.cell for r in reference.records}
+    extra = [r.cell for r in results.records if r.cell not in old_cells]
+    if extra:
+        notes.append(f"{len(extra)} cell(s) are not in the reference and were not compared")
+    if results.model != reference.model or results.recipe != reference.recipe:
+        notes.append(f"comparing {results.label} with a reference of {reference.label}")
+    for key in ("dataset_fingerprint", "seed", "data_mode", "settings", "checkpoint_sha256"):
+        if results.provenance.get(key) != reference.provenance.get(key):
+            notes.append(f"{key} differs from the reference's")
+    if tolerances.ci_aware and not any(r.ci95 for r in reference.records):
+        notes.append("`ci_aware`: the reference records carry no 95% intervals; plain tolerances apply")
+    if not _has_all_corruptions(results, reference):
+        notes.append("not all 15 corruptions are complete in both runs: mean errors were not compared")
+    return notes
 
 
-def _classify(finding: Finding, two_sided: bool, regressions: list, improvements: list) -> None:
-    if finding.worse or two_sided:
-        regressions.append(finding)
-    else:
-        improvements.append(finding)
+def _has_all_corruptions(results: RunTable, reference: RunTable) -> bool:
+    return all(c in results.errors and c in reference.errors for c in CORRUPTIONS)
+
+
+def _finding(what: str, old: float, new: float, tolerance: float, interval) -> Finding | None:
+    """A finding when ``new`` moved from ``old`` beyond ``tolerance`` and outside ``interval``."""
+    if abs(new - old) <= tolerance + 1e-12:
+        return None
+    if interval is not None and interval[0] <= new <= interval[1]:
+        return None
+    return Finding(what, old, new, tolerance, interval)
+
+
+def _cell_findings(results: RunTable, reference: RunTable, tolerances: Tolerances) -> tuple[list[Finding], int]:
+    """Findings over every cell of the reference (the clean cell is E), and how many were compared."""
+    new_cells = {r.cell: r for r in results.records}
+    findings = []
+    for old in reference.records:
+        what = "clean error E" if old.corruption == CLEAN else f"{old.corruption}/{old.severity}"
+        interval = old.ci95 if tolerances.ci_aware else None
+        findings.append(_finding(what, old.top1_error, new_cells[old.cell].top1_error, tolerances.cell, interval))
+    return [f for f in findings if f is not None], len(reference.records)
+
+
+def _aggregates(table: RunTable) -> dict[str, tuple[str, float]]:
+    """Interval key -> (what, value) of the mean errors compared: unnormalised, and mCE on ImageNet-C."""
+    out = {"unnormalized_mean_error": ("unnormalised mean error", unnormalized_mean_error(table.errors))}
+    if is_imagenet_c(table.dataset):
+        out["mce"] = ("mCE (AlexNet)", mean_corruption_error(table.errors, ALEXNET_REFERENCE.errors))
+    return out
+
+
+def _aggregate_findings(results: RunTable, reference: RunTable, tolerances: Tolerances) -> tuple[list[Finding], int]:
+    """Findings over the mean errors (none when a corruption is incomplete), and how many were compared."""
+    if not _has_all_corruptions(results, reference):
+        return [], 0
+    intervals = {}
+    if tolerances.ci_aware:
+        intervals = mean_error_intervals(reference, ALEXNET_REFERENCE if is_imagenet_c(reference.dataset) else None)
+    old, new = _aggregates(reference), _aggregates(results)
+    findings = [_finding(what, value, new[key][1], tolerances.mce, intervals.get(key)) for key, (what, value) in old.items()]
+    return [f for f in findings if f is not None], len(old)
 
 
 def compare_runs(
@@ -161,13 +224,7 @@ def compare_runs(
     Args:
         results: the run under test.
         reference: the committed reference run.
-        tolerance_cell: allowed absolute change of a cell's top-1 error (0.02 = 2 points).
-        tolerance_mce: allowed absolute change of the mean errors (unnormalised mean error;
-            AlexNet-normalised mCE on ImageNet-C).
-        ci_aware: flag a cell only when the new error is also outside the reference
-            record's ``ci95`` (cells without one keep the plain tolerance).
-        two_sided: treat drops of error beyond tolerance as failures too (for a
-            deterministic reference, where any change means the pipeline changed).
+        tolerance_cell, tolerance_mce, ci_aware, two_sided: see :class:`Tolerances`.
 
     Returns:
         A :class:`CheckResult`; its ``exit_code`` is 0, 1 or 2.
@@ -175,63 +232,30 @@ def compare_runs(
     Raises:
         ValueError: for a negative tolerance.
     """
-    for name, value in (("tolerance_cell", tolerance_cell), ("tolerance_mce", tolerance_mce)):
-        if not value >= 0:
-            raise ValueError(f"{name} must be >= 0, got {value!r}")
-    notes = []
+    tolerances = Tolerances(tolerance_cell, tolerance_mce, ci_aware, two_sided)
     reasons = incomparability(results, reference)
-    new_cells = {r.cell: r for r in results.records}
-    old_cells = {r.cell: r for r in reference.records}
-    lacking = [cell for cell in old_cells if cell not in new_cells]
-    if lacking:
-        shown = ", ".join(f"{c}/{s}" for c, s in lacking[:6]) + (f" and {len(lacking) - 6} more" if len(lacking) > 6 else "")
-        reasons.append(f"the results lack {len(lacking)} cell(s) of the reference: {shown}")
     if reasons:
         return CheckResult(incomparable=tuple(reasons))
-    extra = [cell for cell in new_cells if cell not in old_cells]
-    if extra:
-        notes.append(f"{len(extra)} cell(s) are not in the reference and were not compared")
-    if results.model != reference.model or results.recipe != reference.recipe:
-        notes.append(f"comparing {results.label} with a reference of {reference.label}")
-    new_provenance, old_provenance = results.records[0].provenance, reference.records[0].provenance
-    for key in ("dataset_fingerprint", "seed", "data_mode", "settings", "checkpoint_sha256"):
-        if new_provenance.get(key) != old_provenance.get(key):
-            notes.append(f"{key} differs from the reference's")
-    if ci_aware and not any(r.ci95 for r in reference.records):
-        notes.append("--ci-aware: the reference records carry no 95% intervals; plain tolerances apply")
+    cell_findings, cells = _cell_findings(results, reference, tolerances)
+    aggregate_findings, aggregates = _aggregate_findings(results, reference, tolerances)
+    findings = cell_findings + aggregate_findings
+    return CheckResult(
+        regressions=tuple(f for f in findings if f.worse or two_sided),
+        improvements=tuple(f for f in findings if not (f.worse or two_sided)),
+        notes=tuple(_notes(results, reference, tolerances)),
+        compared=cells + aggregates,
+    )
 
-    regressions: list[Finding] = []
-    improvements: list[Finding] = []
-    compared = 0
-    for cell, old in old_cells.items():
-        new = new_cells[cell]
-        compared += 1
-        delta = new.top1_error - old.top1_error
-        if abs(delta) <= tolerance_cell + 1e-12:
-            continue
-        interval = old.ci95 if ci_aware else None
-        if interval is not None and interval[0] <= new.top1_error <= interval[1]:
-            continue
-        what = "clean error E" if cell[0] == CLEAN else f"{cell[0]}/{cell[1]}"
-        _classify(Finding(what, old.top1_error, new.top1_error, tolerance_cell, interval), two_sided, regressions, improvements)
 
-    if all(c in results.errors and c in reference.errors for c in CORRUPTIONS):
-        aggregates = [("unnormalised mean error", unnormalized_mean_error(reference.errors), unnormalized_mean_error(results.errors))]
-        if is_imagenet_c(results.dataset):
-            aggregates.append((
-                "mCE (AlexNet)",
-                mean_corruption_error(reference.errors, ALEXNET_REFERENCE.errors),
-                mean_corruption_error(results.errors, ALEXNET_REFERENCE.errors),
-            ))
-        intervals = _aggregate_intervals(reference) if ci_aware else {}
-        for (what, old_value, new_value), key in zip(aggregates, ("unnormalized_mean_error", "mce")):
-            compared += 1
-            if abs(new_value - old_value) <= tolerance_mce + 1e-12:
-                continue
-            interval = intervals.get(key)
-            if interval is not None and interval[0] <= new_value <= interval[1]:
-                continue
-            _classify(Finding(what, old_value, new_value, tolerance_mce, interval), two_sided, regressions, improvements)
-    else:
-        notes.append("not all 15 corruptions are complete in both runs: mean errors were not compared")
-    return CheckResult(tuple(regressions), tuple(improvements), (), tuple(notes), compared)
+def headline(results: RunTable, reference: RunTable) -> str:
+    """E and the unnormalised mean error, reference -> new (in %), for the CI log."""
+
+    def pct(value):
+        return "—" if value is None else f"{100 * value:.2f}"
+
+    parts = [f"{results.label} on {results.dataset} ({results.num_images} images per cell): "
+             f"E {pct(reference.clean_error)} -> {pct(results.clean_error)}"]
+    if _has_all_corruptions(results, reference):
+        old, new = unnormalized_mean_error(reference.errors), unnormalized_mean_error(results.errors)
+        parts.append(f"unnormalised mean error {pct(old)} -> {pct(new)}")
+    return "; ".join(parts) + " (reference -> new, %)"

@@ -149,7 +149,7 @@ def test_input_size_audit(fmnist, checkpoint, tmp_path, monkeypatch):
     settings = EvalSettings(dataset="fashion-mnist-c", model="resnet18", width=4, stem="imagenet", on_the_fly=True,
                             corruptions=("fog",), severities=(1,), limit=20, device="cpu", num_workers=0,
                             num_classes=10)
-    with pytest.raises(EvaluationError, match=r"32×32 px but resnet18 expects 224×224.*--allow-mismatch"):
+    with pytest.raises(EvaluationError, match=r"32×32 px but resnet18 expects 224×224.*`allow_mismatch`"):
         run_evaluation(settings, out=None)
     relaxed = EvalSettings(**{**settings.__dict__, "allow_mismatch": True})
     with pytest.warns(UserWarning, match="resizing on the device"):
@@ -158,6 +158,21 @@ def test_input_size_audit(fmnist, checkpoint, tmp_path, monkeypatch):
     wrong_classes = EvalSettings(**{**settings.__dict__, "stem": "cifar", "num_classes": 7})
     with pytest.raises(EvaluationError, match="7 outputs but fashion-mnist-c has 10 classes"):
         run_evaluation(wrong_classes, out=None)
+
+
+def test_cli_names_its_flags_in_library_messages(fmnist, tmp_path, monkeypatch):
+    monkeypatch.setenv("FASHION_MNIST_ROOT", str(fmnist))
+    runner = CliRunner()
+    args = ["evaluate", "--model", "resnet18", "--width", "4", "--stem", "imagenet", "--num-classes", "10",
+            "--dataset", "fashion-mnist-c", "--on-the-fly", "--corruptions", "fog", "--severities", "1",
+            "--limit", "20", "--device", "cpu", "--workers", "0", "--quiet"]
+    mismatch = runner.invoke(main, [*args, "--out", str(tmp_path / "a.jsonl")])
+    assert mismatch.exit_code == 1 and "pass --allow-mismatch to resize" in mismatch.output, mismatch.output
+    assert "`" not in mismatch.output.replace("`rbpp", "")
+    existing = tmp_path / "b.jsonl"
+    existing.write_text("x\n")
+    refused = runner.invoke(main, [*args, "--out", str(existing)])
+    assert refused.exit_code == 1 and "pass --resume to continue it, or choose another --out" in refused.output
 
 
 def test_cli_bad_inputs_exit_non_zero_with_clear_messages(fmnist, checkpoint, tmp_path, monkeypatch):

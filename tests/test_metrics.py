@@ -149,9 +149,22 @@ def test_summarize_with_and_without_reference():
     )
     assert full.mce == pytest.approx(1.0)
     assert full.reference == "alexnet"
-    # The baseline has no normalised mCE, so R_net falls back to the unnormalised reading.
-    assert full.r_net == pytest.approx(full.r_net_unnormalized)
+    # The baseline has no normalised mCE: the R_net from mCE is undefined (it no longer falls
+    # back to the other number under the same name); the R_net from the unnormalised error stands.
+    assert full.r_net_mce is None
     assert full.r_net_unnormalized == pytest.approx(100 * (ALEXNET_IMAGENET_CLEAN - 0.4) / (2 * ALEXNET_IMAGENET_CLEAN))
+
+
+def test_both_r_net_values_are_named_by_what_they_are_computed_from():
+    errors = {c: [e] * 5 for c, e in ALEXNET_IMAGENET_C.items()}
+    reference = dict(reference=ALEXNET_IMAGENET_C, reference_clean_error=ALEXNET_IMAGENET_CLEAN)
+    base = summarize(errors, ALEXNET_IMAGENET_CLEAN, **reference)
+    better = summarize({c: [e / 2] * 5 for c, e in ALEXNET_IMAGENET_C.items()}, 0.4, **reference, baseline=base)
+    assert better.mce == pytest.approx(0.5) and base.mce == pytest.approx(1.0)
+    assert better.r_net_mce == pytest.approx(net_error_reduction(0.4, 0.5, ALEXNET_IMAGENET_CLEAN, 1.0))
+    assert better.r_net_unnormalized == pytest.approx(net_error_reduction(
+        0.4, better.unnormalized_mean_error, ALEXNET_IMAGENET_CLEAN, base.unnormalized_mean_error))
+    assert better.r_net_mce != pytest.approx(better.r_net_unnormalized)
 
 
 def test_relative_mce_is_left_out_with_a_reason_when_the_reference_is_not_hurt():

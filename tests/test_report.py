@@ -71,9 +71,9 @@ def test_measured_rows_match_the_metrics():
     assert row.mce == pytest.approx(summary.mce) and row.relative_mce == pytest.approx(summary.relative_mce)
     assert row.unnormalized_mean_error == pytest.approx(summary.unnormalized_mean_error)
     expected = net_error_reduction(0.09, summary.unnormalized_mean_error, 0.08, results.summarize_run(base).unnormalized_mean_error)
-    assert row.r_net == pytest.approx(expected)
-    assert row.r_net_mce == pytest.approx(summary.r_net)  # from normalised mCE
-    assert row.r_net != pytest.approx(row.r_net_mce)
+    assert row.r_net_unnormalized == pytest.approx(expected)
+    assert row.r_net_mce == pytest.approx(summary.r_net_mce)  # from normalised mCE
+    assert row.r_net_unnormalized != pytest.approx(row.r_net_mce)
     assert [r.model for r in board.rows] == ["resnet18_pp3", "resnet18", "alexnet_cifar"]  # by unnormalised error
     assert any("normalised by alexnet_cifar" in n for n in board.notes["fashion-mnist-c"])
 
@@ -114,7 +114,7 @@ def test_reported_pushpull_table_is_marked_and_consistent_with_r_net():
         ]
         if row is base:
             continue  # R_net of the baseline against itself is 0 by definition
-        assert min(corners) - 0.005 <= row.r_net <= max(corners) + 0.005, row.label
+        assert min(corners) - 0.005 <= row.r_net_unnormalized <= max(corners) + 0.005, row.label
 
 
 @pytest.mark.parametrize(
@@ -162,7 +162,7 @@ def test_site_files_and_tables(site):
     payload = json.loads((site / "leaderboard.json").read_text())
     assert payload["baseline"] == "resnet18" and "reconstructed" in payload["r_net_formula"]
     base = next(r for r in payload["rows"] if r["model"] == "resnet18")
-    assert base["r_net"] == pytest.approx(0.0) and base["reference"] == "alexnet_cifar on fashion-mnist-c"
+    assert base["r_net_unnormalized"] == pytest.approx(0.0) and base["reference"] == "alexnet_cifar on fashion-mnist-c"
 
 
 def test_pages_escape_model_names_and_pin_the_script(site):

@@ -3,6 +3,10 @@
 Each capability has its own module in this package defining one or more click commands;
 ``_COMMAND_MODULES`` lists them, and adding a command touches that list and its module.
 Heavy imports (torch, pandas) happen inside the commands, so ``rbpp --help`` stays fast.
+
+Commands parse options, call the library and print. The library names its parameters in
+backticks in error messages; :mod:`robustbench_pp.cli._errors` turns them into this command
+line's flags. ``quickstart`` (``make quickstart``) is a script of ``rbpp`` calls, not a command.
 """
 
 from __future__ import annotations

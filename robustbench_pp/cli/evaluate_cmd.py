@@ -7,7 +7,16 @@ from pathlib import Path
 
 import click
 
-from robustbench_pp.cli.metrics_cmd import print_summary
+from robustbench_pp.cli._errors import library_errors, with_flags
+from robustbench_pp.cli.metrics_cmd import REFERENCE_ALIASES, print_summary
+
+#: Library parameters that ``rbpp evaluate`` sets under another option name.
+EVALUATE_ALIASES = {
+    **REFERENCE_ALIASES,
+    "num_workers": "--workers",
+    "compile": "--compile",
+    "name": "--model",  # create_model's name of the registered model
+}
 
 
 def _split_list(value: str | None, cast=str):
@@ -75,55 +84,19 @@ def evaluate(**options) -> None:
     """Evaluate a model on the clean cell and every (corruption, severity) cell of a dataset."""
     import warnings
 
-    from robustbench_pp.evaluate import EvalSettings, EvaluationError, Partition, parse_shard, run_evaluation
-    from robustbench_pp.evaluate.distributed import init_process_group, shutdown, wants_distributed
-    from robustbench_pp.evaluate.engine import resolve_device
-    from robustbench_pp.results.provenance import command_line
+    from robustbench_pp.evaluate import default_out, run_evaluation
 
-    batch_size = options["batch_size"]
-    if batch_size != "auto":
+    settings, shard = _settings(options)
+    with library_errors(aliases=EVALUATE_ALIASES):
         try:
-            batch_size = int(batch_size)
-        except ValueError:
-            raise click.BadParameter("must be a positive integer or 'auto'", param_hint="--batch-size") from None
-    try:
-        shard = parse_shard(options["shard"])
-    except ValueError as exc:
-        raise click.BadParameter(str(exc), param_hint="--shard") from None
-    if options["on_the_fly"] and options["data_root"]:
-        raise click.UsageError("--data-root and --on-the-fly exclude each other")
-    settings = EvalSettings(
-        dataset=options["dataset"], model=options["model"], checkpoint=options["checkpoint"],
-        num_classes=options["num_classes"], stem=options["stem"], width=options["width"],
-        data_root=options["data_root"], source_root=options["source_root"], on_the_fly=options["on_the_fly"],
-        jpeg_roundtrip=options["jpeg_roundtrip"], corruptions=_split_list(options["corruptions"]),
-        severities=_split_list(options["severities"], int), limit=options["limit"],
-        subset_seed=options["subset_seed"], seed=options["seed"], batch_size=batch_size, device=options["device"],
-        precision=options["precision"], compile=options["compile_model"], allow_mismatch=options["allow_mismatch"],
-        num_workers=options["workers"], command=command_line(),
-    )
-    if settings.checkpoint is None and settings.model is None:
-        raise click.UsageError("give --checkpoint (and --model for plain state_dicts)")
-    partition = Partition()
-    try:
-        if wants_distributed(options["distributed"]):
-            try:
-                partition = init_process_group(resolve_device(settings.device))
-            except (RuntimeError, ValueError) as exc:
-                raise EvaluationError(f"--distributed: {exc}") from None
-        out = options["out"]
-        if out is None:
-            name = settings.model or Path(settings.checkpoint).stem
-            suffix = "" if shard.world == 1 else f".shard-{shard.rank}-of-{shard.world}"
-            out = Path("results") / f"{name}__{settings.dataset}{suffix}.jsonl"
-        with warnings.catch_warnings():
-            warnings.simplefilter("always")
-            run = run_evaluation(settings, out=out, resume=options["resume"], partition=partition, shard=shard,
-                                 progress=_progress_factory(partition.is_writer and not options["quiet"]))
-    except EvaluationError as exc:
-        raise click.ClickException(str(exc)) from None
-    finally:
-        shutdown()
+            partition = _partition(options["distributed"], settings.device)
+            out = options["out"] or default_out(settings, shard)
+            with warnings.catch_warnings():
+                warnings.simplefilter("always")
+                run = run_evaluation(settings, out=out, resume=options["resume"], partition=partition, shard=shard,
+                                     progress=_progress_factory(partition.is_writer and not options["quiet"]))
+        finally:
+            _shutdown()
     if not partition.is_writer:
         return
     click.echo(f"wrote {len(run.written)} cell(s) to {out} ({run.images} images in {run.seconds:.1f} s"
@@ -135,6 +108,61 @@ def evaluate(**options) -> None:
     print_summary(str(out), options["reference_choice"], options["baseline"], allow_incomplete=True)
 
 
+def _settings(options: dict):
+    """The run's EvalSettings and shard from the parsed options (usage errors raised here)."""
+    from robustbench_pp.evaluate import EvalSettings, parse_shard
+    from robustbench_pp.results.provenance import command_line
+
+    batch_size = options["batch_size"]
+    if batch_size != "auto":
+        try:
+            batch_size = int(batch_size)
+        except ValueError:
+            raise click.BadParameter("must be a positive integer or 'auto'", param_hint="--batch-size") from None
+    try:
+        shard = parse_shard(options["shard"])
+    except ValueError as exc:
+        raise click.BadParameter(with_flags(str(exc), evaluate), param_hint="--shard") from None
+    if options["on_the_fly"] and options["data_root"]:
+        raise click.UsageError("--data-root and --on-the-fly exclude each other")
+    if options["checkpoint"] is None and options["model"] is None:
+        raise click.UsageError("give --checkpoint (and --model for plain state_dicts)")
+    settings = EvalSettings(
+        dataset=options["dataset"], model=options["model"], checkpoint=options["checkpoint"],
+        num_classes=options["num_classes"], stem=options["stem"], width=options["width"],
+        data_root=options["data_root"], source_root=options["source_root"], on_the_fly=options["on_the_fly"],
+        jpeg_roundtrip=options["jpeg_roundtrip"], corruptions=_split_list(options["corruptions"]),
+        severities=_split_list(options["severities"], int), limit=options["limit"],
+        subset_seed=options["subset_seed"], seed=options["seed"], batch_size=batch_size, device=options["device"],
+        precision=options["precision"], compile=options["compile_model"], allow_mismatch=options["allow_mismatch"],
+        num_workers=options["workers"], command=command_line(),
+    )
+    return settings, shard
+
+
+def _partition(distributed: bool, device: str):
+    """This process's rank: joins the torchrun process group when asked or launched by torchrun."""
+    from robustbench_pp.evaluate import Partition
+    from robustbench_pp.evaluate.distributed import init_process_group, wants_distributed
+    from robustbench_pp.evaluate.engine import resolve_device
+
+    if not wants_distributed(distributed):
+        return Partition()
+    try:
+        return init_process_group(resolve_device(device))
+    except (RuntimeError, ValueError) as exc:
+        raise click.ClickException(
+            f"--distributed: {with_flags(str(exc), evaluate, EVALUATE_ALIASES)}; "
+            "launch with `torchrun --nproc-per-node K -m robustbench_pp.cli evaluate ...`"
+        ) from None
+
+
+def _shutdown() -> None:
+    from robustbench_pp.evaluate.distributed import shutdown
+
+    shutdown()
+
+
 @click.command()
 @click.argument("shard_files", nargs=-1, required=True, type=click.Path(dir_okay=False))
 @click.option("--out", type=click.Path(dir_okay=False), required=True, help="The merged results file.")
@@ -144,12 +172,10 @@ def merge(shard_files: tuple[str, ...], out: str) -> None:
 
     if Path(out).exists():
         raise click.ClickException(f"{out} already exists; choose another --out (nothing was written)")
-    try:
+    with library_errors(aliases={"shard": "rbpp evaluate --shard"}):
         shards = {name: results.read_records(name) for name in shard_files}
         merged = results.merge_shards(shards)
-    except (results.ResultsFileError, results.MergeError) as exc:
-        raise click.ClickException(str(exc)) from None
-    results.write_records(out, merged)
+        results.write_records(out, merged)
     click.echo(f"merged {len(shard_files)} shard file(s) into {out}: {len(merged)} cell(s)")
 
 

@@ -3,53 +3,11 @@
 from __future__ import annotations
 
 import sys
-from pathlib import Path
 
 import click
 
-
-def _result_files(paths: tuple[str, ...]) -> list[Path]:
-    files: list[Path] = []
-    for raw in paths:
-        path = Path(raw)
-        if path.is_dir():
-            found = sorted(path.glob("*.jsonl"))
-            if not found:
-                raise click.ClickException(f"{path}: folder holds no *.jsonl results files")
-            files.extend(found)
-        elif path.exists():
-            files.append(path)
-        else:
-            raise click.ClickException(f"results file not found: {path}")
-    return files
-
-
-def _references(choices: tuple[str, ...], datasets: set[str]) -> dict:
-    """dataset -> Reference (or None) from the --reference options, AlexNet by default on ImageNet-C."""
-    from robustbench_pp import results
-    from robustbench_pp.cli.metrics_cmd import load_table
-
-    chosen: dict[str, object] = {}
-    for choice in choices:
-        if choice == "alexnet":
-            dataset, reference = "imagenet-c", results.ALEXNET_REFERENCE
-            others = sorted(d for d in datasets if not results.is_imagenet_c(d))
-            if others and not any(results.is_imagenet_c(d) for d in datasets):
-                raise click.ClickException(
-                    f"--reference alexnet uses the published ImageNet-C errors, which do not apply to {', '.join(others)}; "
-                    "pass a results file of a reference model evaluated on the same data"
-                )
-        else:
-            table = load_table(choice)
-            try:
-                reference = results.reference_from_run(table)
-            except results.IncompleteRunError as exc:
-                raise click.ClickException(f"--reference {choice}: {exc}") from None
-            dataset = table.dataset
-        if dataset in chosen:
-            raise click.ClickException(f"two --reference options apply to {dataset}; give one per dataset")
-        chosen[dataset] = reference
-    return {d: chosen.get(d, results.ALEXNET_REFERENCE if results.is_imagenet_c(d) else None) for d in datasets | set(chosen)}
+from robustbench_pp.cli._errors import library_errors, with_flags
+from robustbench_pp.cli.metrics_cmd import REFERENCE_ALIASES
 
 
 @click.command()
@@ -67,41 +25,22 @@ def _references(choices: tuple[str, ...], datasets: set[str]) -> dict:
 def report(results_paths, baseline, reference_choices, reported_files, out_dir, output_format) -> None:
     """Render the leaderboard of RESULTS (files or folders of *.jsonl) as a static HTML site."""
     from robustbench_pp import report as report_lib
-    from robustbench_pp.cli.metrics_cmd import load_table
+    from robustbench_pp import results
 
-    files = _result_files(results_paths)
-    if not files and not reported_files:
-        raise click.UsageError("give at least one RESULTS file or folder, or --reported FILE")
-    tables = [load_table(str(path)) for path in files]
-    references = _references(reference_choices, {t.dataset for t in tables})
-    try:
+    with library_errors(aliases=REFERENCE_ALIASES):
+        files = results.result_files(results_paths)
+        if not files and not reported_files:
+            raise click.UsageError("give at least one RESULTS file or folder, or --reported FILE")
+        tables = [results.load_run(path) for path in files]
+        references = results.choose_references(reference_choices, {t.dataset for t in tables})
         reported = [row for path in reported_files for row in report_lib.load_reported(path)]
-    except report_lib.ReportedFileError as exc:
-        raise click.ClickException(str(exc)) from None
-    try:
         if output_format == "markdown":
-            from robustbench_pp.report.leaderboard import build_leaderboard, leaderboard_markdown
-
-            click.echo(leaderboard_markdown(build_leaderboard(tables, references, baseline, reported)), nl=False)
+            board = report_lib.build_leaderboard(tables, references, baseline, reported)
+            click.echo(report_lib.leaderboard_markdown(board), nl=False)
             return
         board, rendered = report_lib.render_report(tables, references, baseline, reported)
-    except ValueError as exc:
-        raise click.ClickException(str(exc)) from None
     index = report_lib.write_report(rendered, out_dir)
     click.echo(f"report: {index} ({len(board.rows)} leaderboard rows, {len(rendered)} files)")
-
-
-def _headline(new, old) -> str:
-    """E and the unnormalised mean error, reference -> new (in %), for the CI log."""
-    from robustbench_pp.metrics import CORRUPTIONS, unnormalized_mean_error
-
-    def pct(value):
-        return "—" if value is None else f"{100 * value:.2f}"
-
-    parts = [f"{new.label} on {new.dataset} ({new.num_images} images per cell): E {pct(old.clean_error)} -> {pct(new.clean_error)}"]
-    if all(c in new.errors and c in old.errors for c in CORRUPTIONS):
-        parts.append(f"unnormalised mean error {pct(unnormalized_mean_error(old.errors))} -> {pct(unnormalized_mean_error(new.errors))}")
-    return "; ".join(parts) + " (reference -> new, %)"
 
 
 @click.command()
@@ -120,26 +59,27 @@ def check(results_file, reference_file, tolerance_cell, tolerance_mce, ci_aware,
     Unreadable or malformed inputs also exit 2: the runs could not be compared.
     """
     from robustbench_pp import results
-    from robustbench_pp.check import compare_runs
+    from robustbench_pp.check import compare_runs, headline
 
     tables = []
     for path in (results_file, reference_file):
         try:
-            tables.append(results.run_table(results.read_records(path)))
-        except (results.ResultsFileError, ValueError) as exc:
-            click.echo(f"rbpp check: cannot compare: {path}: {exc}", err=True)
+            tables.append(results.load_run(path))
+        except results.ResultsFileError as exc:
+            click.echo(f"rbpp check: cannot compare: {exc}", err=True)
             sys.exit(2)
     new, old = tables
+    command = click.get_current_context().command
     outcome = compare_runs(new, old, tolerance_cell=tolerance_cell, tolerance_mce=tolerance_mce,
                            ci_aware=ci_aware, two_sided=two_sided)
     if outcome.incomparable:
         click.echo(f"rbpp check: cannot compare {results_file} with {reference_file}:", err=True)
         for reason in outcome.incomparable:
-            click.echo(f"  - {reason}", err=True)
+            click.echo(f"  - {with_flags(reason, command)}", err=True)
         sys.exit(outcome.exit_code)
-    click.echo(_headline(new, old))
+    click.echo(headline(new, old))
     for note in outcome.notes:
-        click.echo(f"note: {note}")
+        click.echo(f"note: {with_flags(note, command)}")
     if outcome.regressions:
         click.echo(f"REGRESSION: {len(outcome.regressions)} of {outcome.compared} compared numbers moved beyond tolerance "
                    "(errors in %):")

@@ -5,7 +5,15 @@ Records are written through :mod:`robustbench_pp.results` by :func:`run_evaluati
 
 from robustbench_pp.evaluate.distributed import Partition, parse_shard
 from robustbench_pp.evaluate.engine import CellOutcome, Forward, evaluate_cell, resolve_device
-from robustbench_pp.evaluate.runner import EvalSettings, EvaluationError, RunResult, audit_input, plan_cells, run_evaluation
+from robustbench_pp.evaluate.runner import (
+    EvalSettings,
+    EvaluationError,
+    RunResult,
+    audit_input,
+    default_out,
+    plan_cells,
+    run_evaluation,
+)
 
 __all__ = [
     "CellOutcome",
@@ -15,6 +23,7 @@ __all__ = [
     "Partition",
     "RunResult",
     "audit_input",
+    "default_out",
     "evaluate_cell",
     "parse_shard",
     "plan_cells",

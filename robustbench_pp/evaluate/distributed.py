@@ -44,14 +44,14 @@ def parse_shard(text: str | None) -> Partition:
     try:
         index, count = (int(part) for part in text.split("/"))
     except ValueError:
-        raise ValueError(f"--shard must look like i/n (e.g. 0/4), got {text!r}") from None
+        raise ValueError(f"`shard` must look like i/n (e.g. 0/4), got {text!r}") from None
     if not (count >= 1 and 0 <= index < count):
-        raise ValueError(f"--shard {text}: need 0 <= i < n")
+        raise ValueError(f"`shard` {text}: need 0 <= i < n")
     return Partition(index, count)
 
 
 def wants_distributed(flag: bool) -> bool:
-    """True under torchrun (WORLD_SIZE > 1) or with --distributed."""
+    """True under torchrun (WORLD_SIZE > 1) or when asked for (``flag``)."""
     return flag or int(os.environ.get("WORLD_SIZE", "1")) > 1
 
 
@@ -64,8 +64,7 @@ def init_process_group(device: torch.device) -> Partition:
         for key in ("MASTER_ADDR", "MASTER_PORT", "RANK", "WORLD_SIZE"):
             if key not in os.environ:
                 raise RuntimeError(
-                    f"distributed evaluation needs {key} in the environment: launch with "
-                    "`torchrun --nproc-per-node K -m robustbench_pp.cli evaluate ...`"
+                    f"distributed evaluation needs {key} in the environment: start its processes with torchrun"
                 )
         dist.init_process_group(backend=backend)
     if device.type == "cuda":

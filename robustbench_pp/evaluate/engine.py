@@ -52,7 +52,7 @@ def resolve_device(device: str) -> torch.device:
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     resolved = torch.device(device)
     if resolved.type == "cuda" and not torch.cuda.is_available():
-        raise ValueError(f"--device {device} asked for, but no CUDA device is available here (use --device cpu)")
+        raise ValueError(f"`device` {device} asked for, but no CUDA device is available here (use `device` cpu)")
     return resolved
 
 
@@ -69,7 +69,7 @@ class Forward:
         device: where the model lives.
         precision: "fp32", "bf16" or "fp16" (autocast; fp32 runs without autocast).
         max_chunk: largest number of images per forward call (None: the whole batch).
-        resize_to: resize inputs to this side (only for --allow-mismatch runs).
+        resize_to: resize inputs to this side (only for runs that allow a size mismatch).
     """
 
     def __init__(self, model, mean, std, device: torch.device, precision: str = "fp32",

@@ -2,23 +2,26 @@
 
 The chain is: settings -> model (card decides preprocessing) -> data (opened and checked) ->
 audit (input size) -> plan of cells (clean first) -> per cell: evaluate, reduce across
-ranks, and on the writing rank append one record. ``--resume`` skips cells recorded by the
-same run; a file from a different run is refused. Killing the process loses at most the
-cell in flight (records are appended atomically, one per finished cell).
+ranks, and on the writing rank append one record. With ``resume``, cells recorded by the
+same run are skipped; a file from a different run is refused. Killing the process loses at
+most the cell in flight (records are appended atomically, one per finished cell).
 """
 
 from __future__ import annotations
 
+import contextlib
 import warnings
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
 
-from robustbench_pp.evaluate.distributed import Partition, reduce_outcome
-from robustbench_pp.evaluate.engine import Forward, evaluate_cell, find_batch_size
+from robustbench_pp import results
+from robustbench_pp.evaluate.distributed import Partition, local_device, reduce_outcome
+from robustbench_pp.evaluate.engine import CellOutcome, Forward, evaluate_cell, find_batch_size, resolve_device
 from robustbench_pp.metrics.bootstrap import bootstrap_error_ci
 from robustbench_pp.names import CLEAN, CLEAN_SEVERITY
 
@@ -29,7 +32,7 @@ class EvaluationError(ValueError):
 
 @dataclass(frozen=True)
 class EvalSettings:
-    """Everything that defines an evaluation run (the CLI fills it from its flags)."""
+    """Everything that defines an evaluation run (the CLI fills it from its options)."""
 
     dataset: str
     model: str | None = None  # registered name; optional with a checkpoint that carries a card
@@ -67,6 +70,12 @@ class RunResult:
     seconds: float = 0.0
     images: int = 0
 
+    def add(self, record) -> None:
+        """Count a record written by this invocation."""
+        self.written.append(record)
+        self.seconds += record.seconds
+        self.images += record.n_total
+
 
 def _recipe_of(model) -> str | None:
     checkpoint = getattr(model, "checkpoint", None)
@@ -77,16 +86,43 @@ def _recipe_of(model) -> str | None:
     return str(recipe) if recipe is not None else None
 
 
+@contextlib.contextmanager
+def _as_evaluation_error() -> Iterator[None]:
+    """Library errors (bad model, data or results file) re-raised as :class:`EvaluationError`."""
+    try:
+        yield
+    except EvaluationError:
+        raise
+    except (ValueError, OSError) as exc:
+        raise EvaluationError(str(exc)) from None
+
+
 def build_model(settings: EvalSettings):
-    """The model and its card, from the checkpoint (or random weights)."""
+    """The model and its card, from the checkpoint (or random weights).
+
+    Raises:
+        EvaluationError: an unknown model, or a checkpoint that is missing or does not fit.
+    """
     from robustbench_pp.models import create_model
 
-    try:
-        model = create_model(settings.model, num_classes=settings.num_classes, stem=settings.stem,
-                             checkpoint=settings.checkpoint, width=settings.width)
-    except (ValueError, FileNotFoundError, OSError) as exc:
-        raise EvaluationError(str(exc)) from None
-    return model
+    with _as_evaluation_error():
+        return create_model(settings.model, num_classes=settings.num_classes, stem=settings.stem,
+                            checkpoint=settings.checkpoint, width=settings.width)
+
+
+def open_data(settings: EvalSettings):
+    """The dataset to evaluate, opened and checked (files, or clean images corrupted on the fly).
+
+    Raises:
+        EvaluationError: missing or damaged files, or a selection the dataset does not have.
+    """
+    from robustbench_pp.datasets import open_corrupted
+
+    with _as_evaluation_error():
+        return open_corrupted(settings.dataset, data_root=settings.data_root, source_root=settings.source_root,
+                              on_the_fly=settings.on_the_fly, seed=settings.seed,
+                              jpeg_roundtrip=settings.jpeg_roundtrip, corruptions=settings.corruptions,
+                              severities=settings.severities)
 
 
 def audit_input(card, spec, allow_mismatch: bool) -> int | None:
@@ -102,7 +138,7 @@ def audit_input(card, spec, allow_mismatch: bool) -> int | None:
     if card.num_classes != spec.num_classes:
         raise EvaluationError(
             f"the model has {card.num_classes} outputs but {spec.name} has {spec.num_classes} classes: "
-            "wrong --model/--checkpoint or wrong --dataset?"
+            "wrong `model`/`checkpoint` or wrong `dataset`?"
         )
     if card.input_size == spec.image_size:
         return None
@@ -110,8 +146,8 @@ def audit_input(card, spec, allow_mismatch: bool) -> int | None:
                f"{card.input_size}×{card.input_size} (card)")
     if not allow_mismatch:
         raise EvaluationError(message + ": pick the matching dataset (e.g. cifar10-c-224 for 224 px models) "
-                              "or pass --allow-mismatch to resize on the device (recorded in the results)")
-    warnings.warn(message + "; resizing on the device because of --allow-mismatch", stacklevel=2)
+                              "or pass `allow_mismatch` to resize on the device (recorded in the results)")
+    warnings.warn(message + "; resizing on the device because of `allow_mismatch`", stacklevel=2)
     return card.input_size
 
 
@@ -146,6 +182,184 @@ def _settings_identity(settings: EvalSettings, resize_to: int | None, card) -> d
     }
 
 
+
+
+@dataclass(frozen=True)
+class _Inputs:
+    """The opened model and data of a run, and what the settings make of them.
+
+    Attributes:
+        model: in eval mode on ``device`` (compiled when asked).
+        card: the model card (its preprocessing, input size, classes).
+        data: the opened dataset.
+        device: where the model runs.
+        resize_to: the side inputs are resized to (``allow_mismatch``), or None.
+        cells: the planned cells, clean first.
+        num_images: images per cell (the whole cell, also when this process takes a share).
+        positions: the images this process evaluates (its rank's part of its shard).
+        checkpoint_sha256: the weights' hash, or "random-init".
+        recipe: the checkpoint's training recipe, if it says.
+    """
+
+    model: torch.nn.Module
+    card: Any
+    data: Any
+    device: torch.device
+    resize_to: int | None
+    cells: tuple[tuple[str, int], ...]
+    num_images: int
+    positions: np.ndarray
+    checkpoint_sha256: str
+    recipe: str | None
+
+
+def _device(settings: EvalSettings) -> torch.device:
+    with _as_evaluation_error():
+        return local_device(resolve_device(settings.device))
+
+
+def _placed(model: torch.nn.Module, device: torch.device, compile_model: bool) -> torch.nn.Module:
+    """The model in eval mode on its device: channels_last on GPUs, compiled when asked."""
+    model = model.eval().to(device)
+    if device.type == "cuda":
+        model = model.to(memory_format=torch.channels_last)
+    return torch.compile(model) if compile_model else model
+
+
+def _open_inputs(settings: EvalSettings, partition: Partition, shard: Partition) -> _Inputs:
+    """Open and audit the model and the data, plan the cells and pick this process's images."""
+    device = _device(settings)
+    model = build_model(settings)
+    data = open_data(settings)
+    resize_to = audit_input(model.card, data.spec, settings.allow_mismatch)
+    cells = plan_cells(data.available_cells(), settings.corruptions, settings.severities)
+    subset = _subset_positions(data, settings)
+    checkpoint = getattr(model, "checkpoint", None)
+    return _Inputs(
+        model=_placed(model, device, settings.compile), card=model.card, data=data, device=device,
+        resize_to=resize_to, cells=tuple(cells), num_images=len(subset),
+        positions=partition.take(shard.take(subset)),
+        checkpoint_sha256=getattr(checkpoint, "sha256", None) or "random-init", recipe=_recipe_of(model),
+    )
+
+
+def _forward_and_batch_size(settings: EvalSettings, inputs: _Inputs) -> tuple[Forward, int]:
+    """The chunked forward pass and the batch size (``"auto"``: the largest that fits the GPU)."""
+    forward = Forward(inputs.model, inputs.card.mean, inputs.card.std, inputs.device, settings.precision,
+                      resize_to=inputs.resize_to)
+    batch_size = settings.batch_size
+    if batch_size == "auto":
+        batch_size = find_batch_size(forward, inputs.resize_to or inputs.data.spec.image_size)
+    batch_size = int(batch_size)
+    if batch_size < 1:
+        raise EvaluationError(f"`batch_size` must be positive or 'auto', got {batch_size}")
+    return forward, batch_size
+
+
+def _provenance(settings: EvalSettings, inputs: _Inputs, batch_size: int, partition: Partition,
+                shard: Partition) -> dict:
+    """What every record of the run says produced it (all but its creation time)."""
+    data = inputs.data
+    return {
+        **results.provenance.environment(str(inputs.device)),
+        "checkpoint_sha256": inputs.checkpoint_sha256,
+        "checkpoint_path": settings.checkpoint,
+        "dataset_fingerprint": data.fingerprint(),
+        "data": data.describe(),
+        "preset": data.spec.preset,
+        "seed": settings.seed if data.mode == "on-the-fly" else data.seed,
+        "num_images": inputs.num_images,  # the whole cell, also in shard files (identity)
+        "data_mode": data.mode,
+        "command": settings.command,
+        "settings": _settings_identity(settings, inputs.resize_to, inputs.card),
+        "batch_size": batch_size,
+        "world_size": partition.world,
+        "shard": None if shard.world == 1 else f"{shard.rank}/{shard.world}",
+        "bootstrap_seed": settings.subset_seed,
+        "bootstrap_resamples": settings.bootstrap_resamples,
+    }
+
+
+@dataclass(frozen=True)
+class _CellWriter:
+    """Turns a cell's outcome into a record and appends it to the results file, if any."""
+
+    out: Path | None
+    model: str
+    dataset: str
+    recipe: str | None
+    provenance: Mapping[str, Any]
+
+    def write(self, cell: tuple[str, int], outcome: CellOutcome) -> results.CellRecord:
+        """The cell's record (with its bootstrap interval), appended to ``out`` before returning."""
+        corruption, severity = cell
+        ci = bootstrap_error_ci(outcome.correct, resamples=self.provenance["bootstrap_resamples"],
+                                seed=self.provenance["bootstrap_seed"])
+        record = results.CellRecord(
+            model=self.model, dataset=self.dataset, corruption=corruption, severity=severity,
+            n_correct=outcome.n_correct, n_total=outcome.n_total, seconds=round(outcome.seconds, 4),
+            provenance={**self.provenance, "created_utc": results.provenance.utc_now()},
+            recipe=self.recipe, n_correct_top5=outcome.n_correct_top5,
+            calibration=outcome.calibration.tolist(), ci95=ci,
+            extra={"correct_bits": results.encode_correct_mask(outcome.correct)},
+        )
+        if self.out is not None:
+            results.append_records(self.out, [record])
+        return record
+
+    def done_cells(self, resume: bool) -> dict:
+        """Cells this run already recorded in ``out`` (when resuming); another run's file is refused."""
+        if self.out is None or not resume:
+            return {}
+        with _as_evaluation_error():
+            return results.completed_cells(self.out, results.identity(self.model, self.dataset, self.provenance))
+
+
+@dataclass(frozen=True)
+class _Session:
+    """Everything needed to evaluate one cell after another."""
+
+    inputs: _Inputs
+    forward: Forward
+    batch_size: int
+    num_workers: int | None
+    partition: Partition
+    writer: _CellWriter
+
+    def run_cell(self, cell: tuple[str, int], on_batch: Callable[[int], None] | None) -> results.CellRecord | None:
+        """Evaluate a cell, combine the ranks' counts and write its record (None on other ranks)."""
+        device = self.inputs.device
+        batches = self.inputs.data.batches(*cell, batch_size=self.batch_size, indices=self.inputs.positions,
+                                           device=device, pin_memory=device.type == "cuda",
+                                           num_workers=self.num_workers)
+        outcome = evaluate_cell(self.forward, batches, on_batch=on_batch)
+        merged = reduce_outcome(outcome, self.partition, device if device.type == "cuda" else torch.device("cpu"))
+        return None if merged is None else self.writer.write(cell, merged)
+
+
+def _open_session(settings: EvalSettings, out: Path | None, partition: Partition, shard: Partition) -> _Session:
+    """Open the model and data and set up the forward pass and the record writer."""
+    inputs = _open_inputs(settings, partition, shard)
+    forward, batch_size = _forward_and_batch_size(settings, inputs)
+    writer = _CellWriter(out=out, model=inputs.card.name, dataset=inputs.data.spec.name, recipe=inputs.recipe,
+                         provenance=_provenance(settings, inputs, batch_size, partition, shard))
+    return _Session(inputs, forward, batch_size, settings.num_workers, partition, writer)
+
+
+def _cell_progress(progress: Callable | None, overall, cell: tuple[str, int], images: int):
+    """A per-batch callback that advances the cell's bar and the whole run's bar (None: no bars)."""
+    if progress is None:
+        return None
+    corruption, severity = cell
+    cell_bar = progress(images, f"{corruption} {severity}" if severity else "clean")
+
+    def callback(n: int) -> None:
+        cell_bar(n)
+        overall(n)
+
+    return callback
+
+
 def run_evaluation(
     settings: EvalSettings,
     *,
@@ -163,125 +377,50 @@ def run_evaluation(
         resume: skip cells already in ``out`` from the same run; without it an existing
             ``out`` is refused so that nothing is overwritten or mixed.
         partition: this process's rank among torchrun processes.
-        shard: the ``--shard i/n`` slice of the images (cluster job arrays).
+        shard: this job's slice ``i/n`` of the images (cluster job arrays).
         progress: factory ``progress(total_images, description) -> callback(n)`` for bars;
             called once with description "all cells" for the whole run, then once per cell.
+
+    Returns:
+        A :class:`RunResult`: the records written now and those found when resuming.
 
     Raises:
         EvaluationError: bad combination of inputs, with the reason.
     """
-    from robustbench_pp import results
-    from robustbench_pp.datasets import open_corrupted
-    from robustbench_pp.evaluate.engine import resolve_device
-    from robustbench_pp.evaluate.distributed import local_device
-
-    try:
-        device = local_device(resolve_device(settings.device))
-    except ValueError as exc:
-        raise EvaluationError(str(exc)) from None
     out = Path(out) if out is not None else None
-    if out is not None and out.exists() and out.stat().st_size > 0 and not resume:
-        raise EvaluationError(f"{out} already exists: pass --resume to continue it, or choose another --out")
-
-    model = build_model(settings)
-    card = model.card
-    try:
-        data = open_corrupted(settings.dataset, data_root=settings.data_root, source_root=settings.source_root,
-                              on_the_fly=settings.on_the_fly, seed=settings.seed,
-                              jpeg_roundtrip=settings.jpeg_roundtrip, corruptions=settings.corruptions,
-                              severities=settings.severities)
-    except (ValueError, FileNotFoundError, OSError) as exc:
-        raise EvaluationError(str(exc)) from None
-    resize_to = audit_input(card, data.spec, settings.allow_mismatch)
-    cells = plan_cells(data.available_cells(), settings.corruptions, settings.severities)
-
-    subset = _subset_positions(data, settings)
-    positions = partition.take(shard.take(subset))
-
-    model = model.eval().to(device)
-    if device.type == "cuda":
-        model = model.to(memory_format=torch.channels_last)
-    if settings.compile:
-        model = torch.compile(model)
-    forward = Forward(model, card.mean, card.std, device, settings.precision, resize_to=resize_to)
-    batch_size = settings.batch_size
-    if batch_size == "auto":
-        batch_size = find_batch_size(forward, resize_to or data.spec.image_size)
-    batch_size = int(batch_size)
-    if batch_size < 1:
-        raise EvaluationError(f"--batch-size must be positive or 'auto', got {batch_size}")
-
-    checkpoint = getattr(model, "checkpoint", None) or getattr(getattr(model, "_orig_mod", None), "checkpoint", None)
-    provenance_common = {
-        **results.provenance.environment(str(device)),
-        "checkpoint_sha256": getattr(checkpoint, "sha256", None) or "random-init",
-        "checkpoint_path": settings.checkpoint,
-        "dataset_fingerprint": data.fingerprint(),
-        "data": data.describe(),
-        "preset": data.spec.preset,
-        "seed": settings.seed if data.mode == "on-the-fly" else data.seed,
-        "num_images": len(subset),  # the whole cell, also in shard files (identity)
-        "data_mode": data.mode,
-        "command": settings.command,
-        "settings": _settings_identity(settings, resize_to, card),
-        "batch_size": batch_size,
-        "world_size": partition.world,
-        "shard": None if shard.world == 1 else f"{shard.rank}/{shard.world}",
-        "bootstrap_seed": settings.subset_seed,
-        "bootstrap_resamples": settings.bootstrap_resamples,
-    }
-    recipe = _recipe_of(model) or _recipe_of(getattr(model, "_orig_mod", None))
-    model_name = card.name
-
-    def make_record(corruption, severity, outcome, seconds):
-        ci = bootstrap_error_ci(outcome.correct, resamples=settings.bootstrap_resamples, seed=settings.subset_seed)
-        return results.CellRecord(
-            model=model_name, dataset=data.spec.name, corruption=corruption, severity=severity,
-            n_correct=outcome.n_correct, n_total=outcome.n_total, seconds=round(seconds, 4),
-            provenance={**provenance_common, "created_utc": results.provenance.utc_now()},
-            recipe=recipe, n_correct_top5=outcome.n_correct_top5,
-            calibration=outcome.calibration.tolist(), ci95=ci,
-            extra={"correct_bits": results.encode_correct_mask(outcome.correct)},
-        )
-
-    done = {}
-    if out is not None and resume:
-        try:
-            done = results.completed_cells(out, results.identity(model_name, data.spec.name, provenance_common))
-        except results.ResultsFileError as exc:
-            raise EvaluationError(str(exc)) from None
-
+    _check_output(out, resume)
+    session = _open_session(settings, out, partition, shard)
+    cells, images = session.inputs.cells, len(session.inputs.positions)
+    done = session.writer.done_cells(resume)
     run = RunResult(out=out, skipped=[done[c] for c in cells if c in done])
     todo = [c for c in cells if c not in done]
-    overall = progress(len(todo) * len(positions), "all cells") if progress and todo else None
-    for corruption, severity in todo:
-        callback = None
-        if progress:
-            cell_bar = progress(len(positions), f"{corruption} {severity}" if severity else "clean")
-
-            def callback(n, cell_bar=cell_bar):
-                cell_bar(n)
-                overall(n)
-        batches = data.batches(corruption, severity, batch_size=batch_size, indices=positions, device=device,
-                               pin_memory=device.type == "cuda", num_workers=settings.num_workers)
-        outcome = evaluate_cell(forward, batches, on_batch=callback)
-        merged = reduce_outcome(outcome, partition, device if device.type == "cuda" else torch.device("cpu"))
-        if merged is None:
-            continue
-        record = make_record(corruption, severity, merged, merged.seconds)
-        if out is not None:
-            results.append_records(out, [record])
-        run.written.append(record)
-        run.seconds += merged.seconds
-        run.images += merged.n_total
+    overall = progress(len(todo) * images, "all cells") if progress and todo else None
+    for cell in todo:
+        record = session.run_cell(cell, _cell_progress(progress, overall, cell, images))
+        if record is not None:
+            run.add(record)
     return run
 
 
+def default_out(settings: EvalSettings, shard: Partition = Partition()) -> Path:
+    """Where a run's records go unless told: ``results/<model>__<dataset>[.shard-i-of-n].jsonl``.
+
+    ``<model>`` is the registered name, or the checkpoint's file stem when no name is given.
+    """
+    name = settings.model or Path(settings.checkpoint or "random-init").stem
+    suffix = "" if shard.world == 1 else f".shard-{shard.rank}-of-{shard.world}"
+    return Path("results") / f"{name}__{settings.dataset}{suffix}.jsonl"
+
+
+def _check_output(out: Path | None, resume: bool) -> None:
+    """Refuse to overwrite or mix into an existing results file unless resuming it."""
+    if out is not None and out.exists() and out.stat().st_size > 0 and not resume:
+        raise EvaluationError(f"{out} already exists: pass `resume` to continue it, or choose another `out`")
+
+
 def _subset_positions(data, settings: EvalSettings) -> np.ndarray:
-    """All positions, or the fixed class-balanced seeded subset of ``--limit`` images."""
+    """All positions, or the fixed class-balanced seeded subset of ``limit`` images."""
     from robustbench_pp.datasets import balanced_subset
 
-    try:
+    with _as_evaluation_error():
         return balanced_subset(data.labels, settings.limit, settings.subset_seed)
-    except ValueError as exc:
-        raise EvaluationError(str(exc)) from None

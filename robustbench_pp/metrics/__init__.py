@@ -9,6 +9,8 @@ dataset the caller passes the errors of a reference model evaluated on the same 
 from robustbench_pp.metrics.core import (
     ALEXNET_IMAGENET_C,
     ALEXNET_IMAGENET_CLEAN,
+    R_NET_LABELS,
+    ReferenceErrors,
     RobustnessSummary,
     corruption_error,
     mean_corruption_error,
@@ -33,7 +35,9 @@ __all__ = [
     "CORRUPTIONS",
     "CORRUPTION_GROUPS",
     "EXTRA_CORRUPTIONS",
+    "R_NET_LABELS",
     "SEVERITIES",
+    "ReferenceErrors",
     "RobustnessSummary",
     "corruption_error",
     "mean_corruption_error",

@@ -51,7 +51,9 @@ ALEXNET_IMAGENET_C: Mapping[str, float] = {
 ALEXNET_IMAGENET_CLEAN = 0.4348
 
 ErrorRow = Sequence[float]
-Reference = Mapping[str, "ErrorRow | float"]
+#: A normaliser's errors: corruption -> its 5 per-severity errors or their average. (The named
+#: normaliser that carries these errors is :class:`robustbench_pp.results.Reference`.)
+ReferenceErrors = Mapping[str, "ErrorRow | float"]
 
 
 def _error(value, what: str) -> float:
@@ -135,7 +137,7 @@ def relative_corruption_error(
 
 
 def mean_corruption_error(
-    errors: Mapping[str, ErrorRow], reference: Reference, corruptions: Sequence[str] = CORRUPTIONS
+    errors: Mapping[str, ErrorRow], reference: ReferenceErrors, corruptions: Sequence[str] = CORRUPTIONS
 ) -> float:
     """mCE: the mean of :func:`corruption_error` over the 15 benchmark corruptions.
 
@@ -162,7 +164,7 @@ def mean_corruption_error(
 def relative_mean_corruption_error(
     errors: Mapping[str, ErrorRow],
     clean_error: float,
-    reference: Reference,
+    reference: ReferenceErrors,
     reference_clean_error: float,
     corruptions: Sequence[str] = CORRUPTIONS,
 ) -> float:
@@ -236,19 +238,29 @@ def _relative_or_note(errors, clean, reference, reference_clean_error) -> tuple[
     return relative_mean_corruption_error(errors, clean, reference, reference_clean), None
 
 
+#: Display labels of the two R_net values, the same in ``rbpp metrics``, the Markdown and
+#: HTML leaderboard and the per-model pages (the JSON and CSV use the field names).
+R_NET_LABELS: Mapping[str, str] = {
+    "r_net_mce": "R_net from mCE (%)",
+    "r_net_unnormalized": "R_net from unnormalised error (%)",
+}
+
+
 @dataclass(frozen=True)
 class RobustnessSummary:
     """The headline numbers of one model on one dataset (None where not computable).
 
-    ``r_net`` uses the normalised mCE when a reference is given, else the unnormalised mean
-    error; ``r_net_unnormalized`` always uses the latter (the PushPull-Net table's reading).
+    Two R_net values against a baseline exist, named by what they are computed from:
+    ``r_net_mce`` from the reference-normalised mCE (None without a reference, or when the
+    baseline has no mCE) and ``r_net_unnormalized`` from the unnormalised mean error (the
+    PushPull-Net table's reading).
     """
 
     clean_error: float
     unnormalized_mean_error: float
     mce: float | None = None
     relative_mce: float | None = None
-    r_net: float | None = None
+    r_net_mce: float | None = None
     r_net_unnormalized: float | None = None
     reference: str | None = None
     note: str | None = None
@@ -258,7 +270,7 @@ def summarize(
     errors: Mapping[str, ErrorRow],
     clean_error: float,
     *,
-    reference: Reference | None = None,
+    reference: ReferenceErrors | None = None,
     reference_clean_error: float | None = None,
     reference_name: str | None = None,
     baseline: RobustnessSummary | None = None,
@@ -272,7 +284,13 @@ def summarize(
             there is none: then mCE and relative mCE are None and ``note`` says why.
         reference_clean_error: the normaliser's clean error (needed for relative mCE).
         reference_name: a label recorded in the summary.
-        baseline: the baseline's summary, for R_net.
+        baseline: the baseline's summary, for the two R_net values.
+
+    Returns:
+        A :class:`RobustnessSummary`.
+
+    Raises:
+        ValueError: on a missing corruption or a bad error value (named in the message).
     """
     clean = _error(clean_error, "clean_error")
     unnormalized = unnormalized_mean_error(errors)
@@ -284,21 +302,19 @@ def summarize(
         mce = mean_corruption_error(errors, reference)
         if reference_clean_error is not None:
             relative, note = _relative_or_note(errors, clean, reference, reference_clean_error)
-    r_net = r_net_unnormalized = None
+    r_net_mce = r_net_unnormalized = None
     if baseline is not None:
         r_net_unnormalized = net_error_reduction(
             clean, unnormalized, baseline.clean_error, baseline.unnormalized_mean_error
         )
         if mce is not None and baseline.mce is not None:
-            r_net = net_error_reduction(clean, mce, baseline.clean_error, baseline.mce)
-        else:
-            r_net = r_net_unnormalized
+            r_net_mce = net_error_reduction(clean, mce, baseline.clean_error, baseline.mce)
     return RobustnessSummary(
         clean_error=clean,
         unnormalized_mean_error=unnormalized,
         mce=mce,
         relative_mce=relative,
-        r_net=r_net,
+        r_net_mce=r_net_mce,
         r_net_unnormalized=r_net_unnormalized,
         reference=reference_name if reference is not None else None,
         note=note,

@@ -4,6 +4,7 @@
 - :mod:`~robustbench_pp.report.reported`: paper numbers from ``results/reported/*.json``.
 - :mod:`~robustbench_pp.report.plots`: matplotlib figures as SVG data URIs.
 - :mod:`~robustbench_pp.report.site`: jinja2 rendering and the atomic write of the site.
+- :mod:`~robustbench_pp.report.gallery`: one image under every corruption, as a PNG grid.
 
 Importing this package is cheap; matplotlib and jinja2 load when a report is rendered.
 """

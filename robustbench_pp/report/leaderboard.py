@@ -4,9 +4,10 @@ A row is either *measured* (computed here from result records) or *reported* (co
 paper, see :mod:`robustbench_pp.report.reported`). Numbers are fractions in [0, 1] except
 R_net, which is in percent as in the PushPull-Net paper.
 
-Two R_net values exist. ``r_net`` is computed from the unnormalised mean corruption error,
-the reading that reproduces the PushPull-Net table; ``r_net_mce`` from the normalised mCE
-when a reference is available. The R_net formula itself is reconstructed from that table.
+Two R_net values exist, named by what they are computed from, as everywhere in the package:
+``r_net_unnormalized`` from the unnormalised mean error (the reading that reproduces the
+PushPull-Net table) and ``r_net_mce`` from the reference-normalised mCE (empty without a
+reference). The R_net formula itself is reconstructed from that table.
 """
 
 from __future__ import annotations
@@ -18,17 +19,18 @@ from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass, field, fields
 from types import MappingProxyType
 
-from robustbench_pp.metrics import corruption_error
+from robustbench_pp.metrics import R_NET_LABELS, corruption_error
 from robustbench_pp.names import CORRUPTIONS, SEVERITIES
-from robustbench_pp.results import Reference, RunTable, summarize_run
+from robustbench_pp.results import Reference, RunTable, no_reference_note, summarize_run
 
 MEASURED = "measured"
 REPORTED = "reported"
 
 R_NET_NOTE = (
     "R_net = 100·[(E_b − E) + (mCE_b − mCE)] / (2·E_b) against the baseline b; the formula is "
-    "reconstructed from the PushPull-Net table (it fits every row within rounding). The leaderboard's "
-    "R_net uses the unnormalised mean error, the reading that reproduces that table."
+    "reconstructed from the PushPull-Net table (it fits every row within rounding). "
+    f"\"{R_NET_LABELS['r_net_unnormalized']}\" puts the unnormalised mean error in place of mCE, the reading "
+    f"that reproduces that table; \"{R_NET_LABELS['r_net_mce']}\" uses the reference-normalised mCE."
 )
 
 
@@ -46,8 +48,8 @@ class LeaderboardRow:
         mce: mCE normalised by ``reference`` (None without a reference).
         relative_mce: relative mCE normalised by ``reference``.
         unnormalized_mean_error: mean top-1 error over the 15 corruptions × 5 severities.
-        r_net: R_net (%) against ``baseline`` from the unnormalised mean error.
-        r_net_mce: R_net (%) against ``baseline`` from the normalised mCE.
+        r_net_unnormalized: R_net (%) against ``baseline`` from the unnormalised mean error.
+        r_net_mce: R_net (%) against ``baseline`` from the reference-normalised mCE.
         mean_ece: mean expected calibration error over the 75 benchmark cells.
         num_images: images per cell.
         reference: the normaliser's name.
@@ -66,7 +68,7 @@ class LeaderboardRow:
     mce: float | None = None
     relative_mce: float | None = None
     unnormalized_mean_error: float | None = None
-    r_net: float | None = None
+    r_net_unnormalized: float | None = None
     r_net_mce: float | None = None
     mean_ece: float | None = None
     num_images: int | None = None
@@ -122,7 +124,7 @@ def _find_baseline(tables: Sequence[RunTable], name: str, dataset: str) -> RunTa
         return exact[0]
     if len(matches) > 1:
         raise ValueError(
-            f"--baseline {name!r} matches {len(matches)} runs on {dataset} "
+            f"`baseline` {name!r} matches {len(matches)} runs on {dataset} "
             f"({', '.join(t.label for t in matches)}); pass one of these labels"
         )
     return matches[0] if matches else None
@@ -161,10 +163,7 @@ def measured_rows(
         if references.get(dataset) is not None:
             notes[dataset].append(f"mCE and relative mCE are normalised by {references[dataset].name}")
         else:
-            notes[dataset].append(
-                f"no reference model for {dataset}: mCE and relative mCE need one (AlexNet's published errors "
-                "apply to ImageNet-C only); pass --reference RESULTS with a reference model evaluated on the same data"
-            )
+            notes[dataset].append(no_reference_note(dataset))
         if baseline is not None:
             found = _find_baseline(tables, baseline, dataset)
             if found is None:
@@ -201,8 +200,8 @@ def measured_rows(
                 mce=summary.mce,
                 relative_mce=summary.relative_mce,
                 unnormalized_mean_error=summary.unnormalized_mean_error,
-                r_net=summary.r_net_unnormalized,
-                r_net_mce=summary.r_net if summary.mce is not None and base is not None else None,
+                r_net_unnormalized=summary.r_net_unnormalized,
+                r_net_mce=summary.r_net_mce,
                 baseline=base.label if base is not None else None,
                 note=summary.note if reference is not None else None,
             )
@@ -264,8 +263,8 @@ def leaderboard_json(board: Leaderboard) -> dict:
     """The leaderboard as a JSON-ready dict: units, notes per dataset and rows."""
     return {
         "schema": "robustbench_pp.leaderboard",
-        "schema_version": 1,
-        "units": "errors are fractions in [0, 1]; r_net and r_net_mce are in percent",
+        "schema_version": 2,  # 2: r_net renamed r_net_unnormalized
+        "units": "errors are fractions in [0, 1]; r_net_unnormalized and r_net_mce are in percent",
         "baseline": board.baseline,
         "r_net_formula": R_NET_NOTE,
         "notes": {k: list(v) for k, v in board.notes.items()},
@@ -295,18 +294,21 @@ def leaderboard_markdown(board: Leaderboard) -> str:
         | fashion-mnist-c | resnet18 | measured | 8.10 | 95.20 | ... |
     """
     header = ["dataset", "model", "source", "E (%)", "mCE (%)", "relative mCE (%)", "unnorm. mean error (%)",
-              f"R_net from unnorm. error (%){' vs ' + board.baseline if board.baseline else ''}", "mean ECE (%)", "#images"]
+              R_NET_LABELS["r_net_unnormalized"], R_NET_LABELS["r_net_mce"], "mean ECE (%)", "#images"]
     lines = ["| " + " | ".join(_markdown_cell(h) for h in header) + " |", "|" + "---|" * len(header)]
     for row in board.rows:
         cells = [
             row.dataset, row.label, row.source, percent(row.clean_error), percent(row.mce), percent(row.relative_mce),
-            percent(row.unnormalized_mean_error), number(row.r_net), percent(row.mean_ece),
+            percent(row.unnormalized_mean_error), number(row.r_net_unnormalized), number(row.r_net_mce),
+            percent(row.mean_ece),
             "—" if row.num_images is None else str(row.num_images),
         ]
         lines.append("| " + " | ".join(_markdown_cell(c) for c in cells) + " |")
     notes = [f"- {dataset}: {note}" for dataset, items in board.notes.items() for note in items]
     notes += [f"- {row.label} ({row.dataset}): {row.note}" for row in board.rows if row.note]
-    if any(row.r_net is not None for row in board.rows):
+    if board.baseline:
+        notes.append(f"- R_net baseline: {board.baseline} (reported rows: the paper's own baseline)")
+    if any(row.r_net_unnormalized is not None or row.r_net_mce is not None for row in board.rows):
         notes.append(f"- {R_NET_NOTE}")
     if notes:
         lines += ["", "Notes:", *notes]

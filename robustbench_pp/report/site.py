@@ -18,6 +18,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from robustbench_pp._version import __version__
+from robustbench_pp.metrics import R_NET_LABELS
 from robustbench_pp.names import ALL_CORRUPTIONS, CLEAN, CORRUPTIONS, EXTRA_CORRUPTIONS, SEVERITIES
 from robustbench_pp.report import plots
 from robustbench_pp.report.assets import CONTENT_SECURITY_POLICY, SCRIPT
@@ -47,7 +48,7 @@ _PROVENANCE_ORDER = (
 def page_name(table: RunTable) -> str:
     """A safe, stable file name for a run's page: a readable slug plus a short hash."""
     slug = re.sub(r"[^A-Za-z0-9._-]+", "-", f"{table.label}-{table.dataset}").strip("-._")[:60] or "model"
-    identity = json.dumps([table.model, table.recipe, table.dataset, table.records[0].provenance.get("checkpoint_sha256")])
+    identity = json.dumps([table.model, table.recipe, table.dataset, table.provenance.get("checkpoint_sha256")])
     return f"model-{slug}-{hashlib.sha256(identity.encode()).hexdigest()[:8]}.html"
 
 
@@ -64,11 +65,19 @@ def _environment():
     environment.filters["pct"] = percent
     environment.filters["num"] = number
     environment.filters["value"] = lambda v: "" if v is None else repr(float(v))
+    environment.filters["r_net_html"] = _r_net_html
     environment.globals.update(
         csp=CONTENT_SECURITY_POLICY, script=jinja2.utils.markupsafe.Markup(SCRIPT), version=__version__,
-        r_net_note=R_NET_NOTE,
+        r_net_note=R_NET_NOTE, r_net_labels=R_NET_LABELS,
     )
     return environment
+
+
+def _r_net_html(label: str):
+    """A label with R_net typeset as R<sub>net</sub> (the words stay those of :data:`R_NET_LABELS`)."""
+    from markupsafe import Markup, escape
+
+    return Markup(str(escape(label)).replace("R_net", "R<sub>net</sub>"))
 
 
 def _format_value(value) -> str:
@@ -80,10 +89,10 @@ def _format_value(value) -> str:
 def provenance_items(table: RunTable) -> list[tuple[str, str]]:
     """(key, text) pairs describing what produced a run, for its page.
 
-    Per-run keys come from the first record (they agree across a run by construction);
+    Per-run keys come from the run's provenance (they agree across a run by construction);
     creation times and devices are summarised over all records, with the total wall time.
     """
-    provenance = dict(table.records[0].provenance)
+    provenance = dict(table.provenance)
     keys = [k for k in _PROVENANCE_ORDER if k in provenance]
     keys += sorted(k for k in provenance if k not in keys and k != "created_utc")
     items = [(k, _format_value(provenance[k])) for k in keys]

@@ -3,7 +3,9 @@
 - :mod:`~robustbench_pp.results.schema`: :class:`CellRecord`, schema versioning.
 - :mod:`~robustbench_pp.results.store`: atomic JSON Lines appends, torn-line recovery,
   resume checks, loading into pandas.
-- :mod:`~robustbench_pp.results.tables`: records -> error tables and references for metrics.
+- :mod:`~robustbench_pp.results.tables`: records -> a run's error table (:class:`RunTable`).
+- :mod:`~robustbench_pp.results.references`: the mCE normaliser of each dataset.
+- :mod:`~robustbench_pp.results.summary`: a run's headline numbers and their intervals.
 - :mod:`~robustbench_pp.results.provenance`: versions, commit, device, command line.
 """
 
@@ -26,17 +28,25 @@ from robustbench_pp.results.store import (
     identity,
     load_results,
     read_records,
+    result_files,
     run_identity,
     write_records,
 )
-from robustbench_pp.results.tables import (
+from robustbench_pp.results.tables import IncompleteRunError, RunTable, load_run, run_table
+from robustbench_pp.results.references import (
     ALEXNET_REFERENCE,
-    IncompleteRunError,
     Reference,
-    RunTable,
+    choose_references,
+    default_reference,
     is_imagenet_c,
+    no_reference_note,
     reference_from_run,
-    run_table,
+)
+from robustbench_pp.results.summary import (
+    R_NET_FORMULA_NOTE,
+    RunMetrics,
+    mean_error_intervals,
+    run_metrics,
     summarize_run,
 )
 
@@ -44,27 +54,36 @@ __all__ = [
     "ALEXNET_REFERENCE",
     "IDENTITY_PROVENANCE",
     "REQUIRED_PROVENANCE",
+    "R_NET_FORMULA_NOTE",
     "SCHEMA_VERSION",
     "CellRecord",
     "IncompleteRunError",
+    "MergeError",
     "RecordError",
     "Reference",
     "ResultsFileError",
+    "RunMetrics",
     "RunTable",
     "TornLineWarning",
     "append_records",
+    "choose_references",
     "completed_cells",
+    "default_reference",
     "describe_mismatch",
     "encode_correct_mask",
     "identity",
-    "merge_shards",
-    "MergeError",
-    "provenance",
     "is_imagenet_c",
     "load_results",
+    "load_run",
+    "mean_error_intervals",
+    "merge_shards",
+    "no_reference_note",
+    "provenance",
     "read_records",
     "reference_from_run",
+    "result_files",
     "run_identity",
+    "run_metrics",
     "run_table",
     "summarize_run",
     "write_records",

@@ -1,4 +1,4 @@
-"""Combine the result files of ``--shard i/n`` jobs into one run.
+"""Combine the result files of sharded evaluations (``shard`` i/n each) into one run.
 
 Shard i of n evaluated positions i, i+n, i+2n, ... of each cell's image list. Merging sums
 the counts and calibration bins, re-interleaves the per-image correctness into the original
@@ -26,7 +26,7 @@ def _shard_of(records: Sequence[CellRecord], name: str) -> tuple[int, int]:
     shards = {r.provenance.get("shard") for r in records}
     if len(shards) != 1 or None in shards:
         raise MergeError(f"{name}: not a shard file (records say shard={sorted(map(str, shards))}); "
-                         "shard files come from `rbpp evaluate --shard i/n`")
+                         "shard files hold one shard of an evaluation (`shard` i/n)")
     index, count = (int(x) for x in shards.pop().split("/"))
     return index, count
 

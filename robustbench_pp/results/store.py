@@ -139,7 +139,7 @@ def describe_mismatch(expected: dict, found: dict) -> list[str]:
 
 
 def completed_cells(path: str | os.PathLike, identity: dict) -> dict[tuple[str, int], CellRecord]:
-    """Cells already recorded in ``path`` by a run with the same identity (for ``--resume``).
+    """Cells already recorded in ``path`` by a run with the same identity (to resume that run).
 
     Args:
         path: the results file (a missing file means nothing is done yet).
@@ -159,10 +159,31 @@ def completed_cells(path: str | os.PathLike, identity: dict) -> dict[tuple[str, 
             raise ResultsFileError(
                 f"cannot resume {path}: it holds results of a different run ("
                 + "; ".join(differences)
-                + "). Use another --out file or drop --resume."
+                + "). Use another `out` file or drop `resume`."
             )
         done[record.cell] = record
     return done
+
+
+def result_files(paths: Iterable[str | os.PathLike]) -> list[Path]:
+    """The results files named by ``paths``: files as given, folders by their ``*.jsonl`` (sorted).
+
+    Raises:
+        ResultsFileError: for a path that does not exist or a folder without ``*.jsonl``.
+    """
+    files: list[Path] = []
+    for raw in paths:
+        path = Path(raw)
+        if path.is_dir():
+            found = sorted(path.glob("*.jsonl"))
+            if not found:
+                raise ResultsFileError(f"{path}: folder holds no *.jsonl results files")
+            files.extend(found)
+        elif path.exists():
+            files.append(path)
+        else:
+            raise ResultsFileError(f"results file not found: {path}")
+    return files
 
 
 def load_results(paths: str | os.PathLike | Iterable[str | os.PathLike]):

@@ -1,24 +1,19 @@
 """From records to error tables: the shape the metrics functions take.
 
-Also the references for normalisation: the published AlexNet ImageNet-C errors, or any run
-evaluated by this tool on the same data (the protocol's rule for CIFAR-style sets).
+A :class:`RunTable` is one run (one model on one dataset, one results file); it also answers
+what produced the run (:attr:`RunTable.provenance`), so no caller digs into its records.
 """
 
 from __future__ import annotations
 
+import os
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from typing import Any
 
-from robustbench_pp.metrics import (
-    ALEXNET_IMAGENET_C,
-    ALEXNET_IMAGENET_CLEAN,
-    CORRUPTIONS,
-    RobustnessSummary,
-    summarize,
-)
-from robustbench_pp.names import ALL_CORRUPTIONS, CLEAN, SEVERITIES
+from robustbench_pp.names import ALL_CORRUPTIONS, CLEAN, CORRUPTIONS, SEVERITIES
 from robustbench_pp.results.schema import CellRecord
-from robustbench_pp.results.store import describe_mismatch, run_identity
+from robustbench_pp.results.store import ResultsFileError, describe_mismatch, read_records, run_identity
 
 
 class IncompleteRunError(ValueError):
@@ -30,7 +25,8 @@ class RunTable:
     """The errors of one run: clean error and corruption -> 5 per-severity errors.
 
     Only corruptions with all five severities are in ``errors``; ``missing`` lists the
-    (corruption, severity) cells of the 15 benchmark corruptions that are absent.
+    (corruption, severity) cells of the 15 benchmark corruptions that are absent. See
+    :data:`~robustbench_pp.results.schema.REQUIRED_PROVENANCE` for the provenance keys.
     """
 
     model: str
@@ -49,6 +45,41 @@ class RunTable:
     @property
     def complete(self) -> bool:
         return self.clean_error is not None and not self.missing
+
+    @property
+    def provenance(self) -> Mapping[str, Any]:
+        """What produced the run: checkpoint, data, code, machine and settings.
+
+        The keys of the run's identity (``IDENTITY_PROVENANCE``) agree across its records
+        by construction; per-cell keys (``created_utc``, ``device``) are those of its first cell.
+        """
+        return self.records[0].provenance
+
+    @property
+    def subset(self) -> Any:
+        """The image subset evaluated (``{"limit": n, "seed": s}``), or None for the whole set.
+
+        ``rbpp evaluate`` records it in the settings; older records at the top level.
+        """
+        value = self.provenance.get("subset")
+        settings = self.provenance.get("settings")
+        if value is None and isinstance(settings, Mapping):
+            value = settings.get("subset")
+        return value
+
+
+def load_run(path: str | os.PathLike) -> RunTable:
+    """Read a results file into a :class:`RunTable`.
+
+    Raises:
+        ResultsFileError: when the file is missing or malformed, or mixes runs; the message
+            names the file.
+    """
+    records = read_records(path)
+    try:
+        return run_table(records)
+    except ValueError as exc:
+        raise ResultsFileError(f"{path}: {exc}") from None
 
 
 def run_table(records: Sequence[CellRecord]) -> RunTable:
@@ -95,30 +126,8 @@ def _cell_order(cell: tuple[str, int]) -> tuple[int, int]:
     return (-1 if name == CLEAN else ALL_CORRUPTIONS.index(name), severity)
 
 
-@dataclass(frozen=True)
-class Reference:
-    """A normaliser: per-corruption errors (5 values or an average) and a clean error."""
-
-    name: str
-    errors: Mapping[str, "tuple[float, ...] | float"]
-    clean_error: float
-
-
-ALEXNET_REFERENCE = Reference("alexnet (published ImageNet-C)", ALEXNET_IMAGENET_C, ALEXNET_IMAGENET_CLEAN)
-
-
-def reference_from_run(table: RunTable) -> Reference:
-    """Use a run evaluated by this tool as the normaliser (e.g. a CIFAR-size AlexNet).
-
-    Raises:
-        IncompleteRunError: when the run lacks the clean cell or any benchmark cell.
-    """
-    if not table.complete:
-        raise IncompleteRunError(_missing_message(table, "as a reference"))
-    return Reference(f"{table.label} on {table.dataset}", dict(table.errors), table.clean_error)
-
-
-def _missing_message(table: RunTable, purpose: str) -> str:
+def missing_cells_message(table: RunTable, purpose: str) -> str:
+    """What a run lacks for ``purpose`` (e.g. "for mCE"): the clean cell and the missing cells, listed."""
     parts = []
     if table.clean_error is None:
         parts.append("the clean cell")
@@ -127,31 +136,3 @@ def _missing_message(table: RunTable, purpose: str) -> str:
         more = f" and {len(table.missing) - 8} more" if len(table.missing) > 8 else ""
         parts.append(f"{len(table.missing)} corruption cell(s): {shown}{more}")
     return f"{table.label} on {table.dataset} cannot be used {purpose}: missing " + "; ".join(parts)
-
-
-def is_imagenet_c(dataset: str) -> bool:
-    """Whether a dataset is ImageNet-C proper (1000 classes), where AlexNet's errors apply."""
-    return dataset == "imagenet-c"
-
-
-def summarize_run(
-    table: RunTable, reference: Reference | None = None, baseline: RunTable | None = None
-) -> RobustnessSummary:
-    """Headline metrics of a complete run (E, mCE, relative mCE, unnormalised error, R_net).
-
-    Raises:
-        IncompleteRunError: when the run (or the baseline) misses cells.
-    """
-    if not table.complete:
-        raise IncompleteRunError(_missing_message(table, "for mCE"))
-    baseline_summary = None
-    if baseline is not None:
-        baseline_summary = summarize_run(baseline, reference)
-    return summarize(
-        table.errors,
-        table.clean_error,
-        reference=reference.errors if reference else None,
-        reference_clean_error=reference.clean_error if reference else None,
-        reference_name=reference.name if reference else None,
-        baseline=baseline_summary,
-    )

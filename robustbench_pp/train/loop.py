@@ -167,8 +167,8 @@ def train(config: TrainConfig, *, resume: bool = False, command: str | None = No
     config = config.resolved()
     saved = _saved_state(config, resume)
     with pinned_threads(config.threads, deterministic_algorithms=torch.device(config.device).type == "cpu"):
+        run = _prepare_run(config, command)  # first: a bad model setting fails before the data loads
         data = _load_data(config)
-        run = _prepare_run(config, command)
         state = _build_optimisation(run, len(data.train_x))
         start_epoch, history = _restore(state, saved)
         for epoch in range(start_epoch, config.epochs):

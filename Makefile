@@ -34,5 +34,11 @@ system-deps:
 test: install system-deps
 	$(PY) -m pytest -q
 
+# Training results depend on the kernels' instruction set (see robustbench_pp/train/reproducibility.py):
+# on an x86 CPU with AVX2 the quickstart pins torch's, oneDNN's and MKL's kernels to AVX2, so a CPU
+# with AVX-512 takes the same code paths as one without. Only where AVX2 exists: torch does not
+# check, and ATEN_CPU_CAPABILITY=avx2 on a CPU without it dies with "Illegal instruction".
+QUICKSTART_ISA := $(shell grep -qw avx2 /proc/cpuinfo 2>/dev/null && echo ATEN_CPU_CAPABILITY=avx2 ONEDNN_MAX_CPU_ISA=AVX2 MKL_CBWR=AVX2)
+
 quickstart: install system-deps
-	$(PY) -m robustbench_pp.cli.quickstart
+	$(QUICKSTART_ISA) $(PY) -m robustbench_pp.cli.quickstart

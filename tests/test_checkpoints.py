@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import pickle
+import re
 
 import pytest
 import torch
@@ -68,7 +69,7 @@ def test_plain_state_dict_and_wrapped(tmp_path):
         again = create_model("resnet18_pp3", checkpoint=tmp_path / name)  # classes and width inferred
         assert again.card.num_classes == 5 and again.card.width == 4
         torch.testing.assert_close(_outputs(again), _outputs(model), rtol=0, atol=0)
-    with pytest.raises(ValueError, match="without a model card.*--model"):
+    with pytest.raises(ValueError, match="without a model card.*`name`"):
         create_model(checkpoint=tmp_path / "plain.pt")
 
 
@@ -88,7 +89,7 @@ def test_torchvision_state_dicts(tmp_path):
 def test_lightning_checkpoint_mapping(tmp_path, push_pull, trainable, avg):
     name = f"resnet18_pp{avg}" if push_pull else "resnet18"
     ours_ref = _randomise(create_model(name, num_classes=10, width=8, stem="cifar",
-                                       inhibition=None if not push_pull else ("trainable" if trainable else "fixed")))
+                                       inhibition_mode=None if not push_pull else ("trainable" if trainable else "fixed")))
     state = {}
     for key, value in ours_ref.state_dict().items():  # rename to the original code's key names by hand
         key = key.replace("conv1.weight", "conv1.push_conv.weight") if push_pull and key == "conv1.weight" else key
@@ -115,7 +116,7 @@ def test_lightning_checkpoint_mapping(tmp_path, push_pull, trainable, avg):
     torch.save(lightning, tmp_path / "run.ckpt")
     loaded = create_model(checkpoint=tmp_path / "run.ckpt")
     assert loaded.card.name == name and loaded.checkpoint.kind == "lightning"
-    assert loaded.card.inhibition == (None if not push_pull else ("trainable" if trainable else "fixed"))
+    assert loaded.card.inhibition_mode == (None if not push_pull else ("trainable" if trainable else "fixed"))
     torch.testing.assert_close(_outputs(loaded), expected, atol=1e-5, rtol=1e-5)
 
 
@@ -170,20 +171,71 @@ def test_malicious_pickle_refused_and_creates_nothing(tmp_path, writer):
 
 def test_mismatch_messages_name_keys_and_cause(tmp_path):
     torch.save(create_model("resnet18_pp3", width=4).state_dict(), tmp_path / "pp.pt")
-    with pytest.raises(CheckpointError, match=r"unexpected keys \[conv1.bias, conv1.inhibition\].*wrong --model"):
+    with pytest.raises(CheckpointError, match=r"unexpected keys \[conv1.bias, conv1.inhibition\].*wrong `name`"):
         create_model("resnet18", checkpoint=tmp_path / "pp.pt")
     torch.save(create_model("resnet18", width=4, stem="imagenet").state_dict(), tmp_path / "in.pt")
-    with pytest.raises(CheckpointError, match="imagenet-stem kernel.*--stem cifar|wrong --stem"):
+    with pytest.raises(CheckpointError, match="imagenet-stem kernel.*`stem` cifar|wrong `stem`"):
         model = create_model("resnet18", width=4, stem="cifar")
         from robustbench_pp.models import load_weights
 
         load_weights(model, torch.load(tmp_path / "in.pt", weights_only=True), source="in.pt")
     with pytest.raises(CheckpointError, match="number of classes: the checkpoint has 1000, the model 3"):
         create_model("resnet18", num_classes=3, checkpoint=tmp_path / "in.pt")
-    with pytest.raises(CheckpointError, match="wrong --width"):
+    with pytest.raises(CheckpointError, match="wrong `width`"):
         create_model("resnet18", width=8, checkpoint=tmp_path / "in.pt")
     with pytest.raises(CheckpointError, match="checkpoint not found"):
         create_model("resnet18", checkpoint=tmp_path / "nope.pt")
     (tmp_path / "junk.json").write_text(json.dumps({"format": "other"}))
     with pytest.raises(CheckpointError, match="not a robustbench_pp-checkpoint card"):
         load_checkpoint(tmp_path / "junk.json")
+
+
+def test_mismatch_messages_name_the_flags_on_the_command_line(tmp_path):
+    """The library names parameters; through `rbpp evaluate` they read as its flags."""
+    from robustbench_pp.cli._errors import with_flags
+    from robustbench_pp.cli.evaluate_cmd import evaluate
+    from robustbench_pp.cli.models_cmd import MODEL_FLAG_ALIASES
+
+    def command_line(call) -> str:
+        with pytest.raises(ValueError) as caught:
+            call()
+        return with_flags(str(caught.value), evaluate, MODEL_FLAG_ALIASES)
+
+    torch.save(create_model("resnet18_pp3", width=4).state_dict(), tmp_path / "pp.pt")
+    torch.save(create_model("resnet18", width=4, stem="imagenet").state_dict(), tmp_path / "in.pt")
+    assert re.search("without a model card.*--model", command_line(lambda: create_model(checkpoint=tmp_path / "pp.pt")))
+    assert re.search(r"unexpected keys \[conv1.bias, conv1.inhibition\].*wrong --model",
+                     command_line(lambda: create_model("resnet18", checkpoint=tmp_path / "pp.pt")))
+    model = create_model("resnet18", width=4, stem="cifar")
+    state = torch.load(tmp_path / "in.pt", weights_only=True)
+    from robustbench_pp.models import load_weights
+
+    assert re.search("imagenet-stem kernel.*--stem cifar|wrong --stem",
+                     command_line(lambda: load_weights(model, state, source="in.pt")))
+    assert re.search("cifar-stem kernel.*--stem imagenet",
+                     command_line(lambda: create_model("resnet18", stem="imagenet", checkpoint=tmp_path / "pp.pt")))
+    assert re.search("wrong --width", command_line(lambda: create_model("resnet18", width=8, checkpoint=tmp_path / "in.pt")))
+
+
+def test_version_1_cards_still_load(tmp_path):
+    """Cards written before `inhibition` became `inhibition_mode` (format_version 1) load unchanged."""
+    model = _randomise(create_model("resnet18_pp3", width=4))
+    card_path = save_checkpoint(model, tmp_path / "ck", card=model.card)
+    document = json.loads(card_path.read_text())
+    assert document["format_version"] == 2 and document["model"]["inhibition_mode"] == "trainable"
+    document["format_version"] = 1
+    document["model"]["inhibition"] = document["model"].pop("inhibition_mode")
+    card_path.write_text(json.dumps(document))
+    again = create_model(checkpoint=card_path, inhibition_mode="trainable")
+    assert again.card == model.card
+    torch.testing.assert_close(_outputs(again), _outputs(model), rtol=0, atol=0)
+
+
+def test_committed_reference_checkpoint_loads():
+    """results/reference/ci-model was written with format_version 1."""
+    from pathlib import Path
+
+    path = Path(__file__).resolve().parents[1] / "results/reference/ci-model/model.json"
+    assert json.loads(path.read_text())["format_version"] == 1
+    model = create_model(checkpoint=path)
+    assert model.card.name == "resnet18_pp3" and model.card.inhibition_mode == "trainable" and model.card.width == 8

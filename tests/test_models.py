@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+from pathlib import Path
 
 import pytest
 import torch
@@ -29,7 +30,7 @@ def test_every_model_builds_and_runs(name, stem):
         assert isinstance(model.maxpool, nn.MaxPool2d) == (stem == "imagenet")
         if is_pp:
             assert model.conv1.avg_kernel_size == card.avg_kernel_size == int(name[-1])
-            assert card.inhibition == "trainable"
+            assert card.inhibition_mode == "trainable"
 
 
 def test_card_is_frozen_and_roundtrips():
@@ -74,11 +75,11 @@ def test_list_models_pattern():
 
 
 def test_fixed_inhibition_variant():
-    model = create_model("resnet18_pp3", width=4, inhibition="fixed")
-    assert model.card.inhibition == "fixed" and model.card.inhibition_strength == 1.0
+    model = create_model("resnet18_pp3", width=4, inhibition_mode="fixed")
+    assert model.card.inhibition_mode == "fixed" and model.card.inhibition_strength == 1.0
     assert "conv1.inhibition" not in model.state_dict()
     with pytest.raises(ValueError, match="does not apply"):
-        create_model("resnet18", inhibition="fixed")
+        create_model("resnet18", inhibition_mode="fixed")
 
 
 def test_models_command_lists_cards():
@@ -95,3 +96,22 @@ def test_models_command_lists_cards():
 
     rows = json.loads(result.output)
     assert [r["name"] for r in rows] == ["resnet18_pp3", "resnet18_pp5"] and rows[0]["first_layer"] == "pushpull"
+
+
+def test_importing_the_registry_alone_registers_the_builtin_models():
+    """Builders register where they are defined; the package imports them (no import from the registry)."""
+    import subprocess
+    import sys
+
+    code = "from robustbench_pp.models.registry import list_models; print(' '.join(list_models()))"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.split()
+    assert out == list_models() and "alexnet" in out and "resnet50_pp5" in out
+    registry = (Path(__file__).resolve().parents[1] / "robustbench_pp/models/registry.py").read_text()
+    assert "import alexnet" not in registry and "import resnet" not in registry and "_ensure_builtin" not in registry
+
+
+def test_card_names_the_inhibition_mode():
+    card = get_card("resnet18_pp3", inhibition_mode="fixed", inhibition_strength=0.5).to_dict()
+    assert card["inhibition_mode"] == "fixed" and card["inhibition_strength"] == 0.5 and "inhibition" not in card
+    with pytest.raises(ValueError, match="`inhibition_mode` must be 'fixed' or 'trainable'"):
+        get_card("resnet18_pp3", inhibition_mode="on")

@@ -170,3 +170,15 @@ def test_run_table_and_summary_against_a_reference_run():
         results.summarize_run(incomplete)
     with pytest.raises(ValueError, match="different runs mixed"):
         results.run_table([record(), record("fog", 1, model="other")])
+
+
+def test_records_written_before_the_inhibition_mode_rename_resume_the_same_run(tmp_path):
+    card = {"name": "resnet18_pp3", "first_layer": "pushpull", "avg_kernel_size": 3}
+    old = record(settings={"precision": "fp32", "model_card": {**card, "inhibition": "trainable"}})
+    new = record(settings={"precision": "fp32", "model_card": {**card, "inhibition_mode": "trainable"}})
+    assert results.run_identity(old) == results.run_identity(new)
+    other = record(settings={"precision": "fp32", "model_card": {**card, "inhibition_mode": "fixed"}})
+    assert results.describe_mismatch(results.run_identity(old), results.run_identity(other))
+    path = tmp_path / "run.jsonl"
+    results.append_records(path, [old])
+    assert list(results.completed_cells(path, results.run_identity(new))) == [("clean", 0)]

@@ -81,13 +81,43 @@ def test_existing_run_needs_resume(tiny_fashion, tmp_path):
     result = train(_config(tmp_path / "run", epochs=2, eval_every=0), progress=False)
     assert [h["test_error"] is None for h in result.history] == [True, False]  # eval_every=0: only the last
     before = file_sha256(tmp_path / "run" / "model.safetensors")
-    with pytest.raises(ValueError, match="--resume"):
+    with pytest.raises(ValueError, match="`resume`"):
         train(_config(tmp_path / "run"), progress=False)
     cli = CliRunner().invoke(main, ["train", "--model", "resnet18_pp3", "--out", str(tmp_path / "run"), "--quiet"])
     assert cli.exit_code == 1 and "already holds a training run" in cli.output and "Traceback" not in cli.output
+    assert "pass --resume to continue it or choose another --out" in cli.output  # the CLI names its flags
     assert file_sha256(tmp_path / "run" / "model.safetensors") == before  # nothing overwritten
     with pytest.raises(ValueError, match="config differs.*seed saved 5 now 6"):
         train(_config(tmp_path / "run", seed=6), resume=True, progress=False)
+
+
+def test_card_records_what_the_weights_depend_on(tiny_fashion, tmp_path):
+    torch.set_num_threads(2)
+    result = train(_config(tmp_path / "run", eval_every=0), progress=False)
+    # The run pins its own thread count (default 1) and deterministic algorithms, then restores both.
+    assert torch.get_num_threads() == 2 and not torch.are_deterministic_algorithms_enabled()
+    card = json.loads(result.checkpoint.read_text())
+    record = card["reproducibility"]
+    assert card["train_config"]["threads"] == card["torch_threads"] == record["threads"] == 1
+    assert record["deterministic_algorithms"] is True and record["torch"] == torch.__version__
+    assert record["cpu_capability"] == torch.backends.cpu.get_cpu_capability()
+    assert card["model"]["inhibition_mode"] == "trainable" and card["format_version"] == 2
+    with pytest.raises(ValueError, match="threads saved 1 now 2"):  # the weights depend on it
+        train(_config(tmp_path / "run", eval_every=0, threads=2), resume=True, progress=False)
+
+
+def test_resume_reads_a_state_saved_before_the_renames(tiny_fashion, tmp_path):
+    """train_state.pt files written before `inhibition_mode` and `threads` existed still resume."""
+    result = train(_config(tmp_path / "old", inhibition_mode="fixed"), progress=False)
+    path = tmp_path / "old" / "train_state.pt"
+    state = torch.load(path, weights_only=True)
+    state["config"]["inhibition"] = state["config"].pop("inhibition_mode")
+    del state["config"]["threads"]
+    torch.save(state, path)
+    again = train(_config(tmp_path / "old", inhibition_mode="fixed", threads=2), resume=True, progress=False)
+    assert again.history == result.history  # accepted: the run was complete, nothing to redo
+    with pytest.raises(ValueError, match="inhibition_mode saved 'fixed' now 'trainable'"):
+        train(_config(tmp_path / "old", inhibition_mode="trainable"), resume=True, progress=False)
 
 
 @pytest.mark.parametrize(
@@ -204,7 +234,7 @@ def test_dataset_errors_name_the_fix(tmp_path):
     from robustbench_pp.datasets.sources import SourceError
     from robustbench_pp.train import load_dataset
 
-    with pytest.raises(ValueError, match="--data-root"):
+    with pytest.raises(ValueError, match="`data_root`"):
         load_dataset("cifar10", "train")
     with pytest.raises(SourceError, match="cifar-10-batches-py"):
         load_dataset("cifar10", "train", data_root=tmp_path)  # no implicit download
@@ -212,3 +242,13 @@ def test_dataset_errors_name_the_fix(tmp_path):
         load_dataset("fashion-mnist", "train", download=True)
     with pytest.raises(ValueError, match="unknown dataset"):
         load_dataset("mnist", "train")
+
+
+def test_dataset_errors_name_the_flags_on_the_command_line(tmp_path):
+    from click.testing import CliRunner
+
+    from robustbench_pp.cli import main
+
+    result = CliRunner().invoke(main, ["train", "--model", "resnet18", "--dataset", "cifar10", "--out", str(tmp_path / "r")])
+    assert result.exit_code == 1 and "--data-root" in result.output and "--download" in result.output, result.output
+    assert "Traceback" not in result.output

@@ -9,13 +9,14 @@ import click
 
 from robustbench_pp.cli._errors import library_errors, with_flags
 from robustbench_pp.cli.metrics_cmd import REFERENCE_ALIASES, print_summary
+from robustbench_pp.cli.models_cmd import MODEL_FLAG_ALIASES
 
 #: Library parameters that ``rbpp evaluate`` sets under another option name.
 EVALUATE_ALIASES = {
     **REFERENCE_ALIASES,
+    **MODEL_FLAG_ALIASES,
     "num_workers": "--workers",
     "compile": "--compile",
-    "name": "--model",  # create_model's name of the registered model
 }
 
 

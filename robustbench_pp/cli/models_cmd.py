@@ -7,6 +7,12 @@ import sys
 
 import click
 
+from robustbench_pp.cli._errors import library_errors
+
+#: Library parameters that these commands (and ``rbpp evaluate``) set under another flag:
+#: ``create_model(name=...)`` is ``--model``.
+MODEL_FLAG_ALIASES = {"name": "--model"}
+
 
 @click.command("models")
 @click.argument("pattern", required=False)
@@ -29,12 +35,12 @@ def models(pattern: str | None, stem: str, as_json: bool) -> None:
     for card in cards:
         click.echo(
             f"{card.name:<14} {card.architecture:<9} {card.stem:<8} {card.first_layer:<12} {card.avg_kernel_size:>4} "
-            f"{card.inhibition or '-':<10} {card.input_size:>5} {card.width:>5}  {card.paper}"
+            f"{card.inhibition_mode or '-':<10} {card.input_size:>5} {card.width:>5}  {card.paper}"
         )
 
 
 @click.command("train")
-@click.option("--model", "model_name", required=True, help="Registered model name (see `rbpp models`).")
+@click.option("--model", required=True, help="Registered model name (see `rbpp models`).")
 @click.option("--dataset", type=click.Choice(["fashion-mnist", "cifar10"]), default="fashion-mnist", show_default=True)
 @click.option("--augment", type=click.Choice(["none", "autoaugment", "augmix", "prime"]), default="none",
               show_default=True, help="Training augmentation.")
@@ -53,7 +59,7 @@ def models(pattern: str | None, stem: str, as_json: bool) -> None:
 @click.option("--eval-every", type=click.IntRange(min=0), default=1, show_default=True,
               help="Measure the test error every N epochs (0: only after the last epoch).")
 @click.option("--width", type=click.IntRange(min=1), default=None, help="Base channel width (default 64).")
-@click.option("--inhibition", type=click.Choice(["fixed", "trainable"]), default=None,
+@click.option("--inhibition", "inhibition_mode", type=click.Choice(["fixed", "trainable"]), default=None,
               help="PushPull inhibition mode (default: trainable).")
 @click.option("--batch-size", type=click.IntRange(min=2), default=None, help="Default: the recipe's.")
 @click.option("--lr", type=float, default=None, help="Peak learning rate. Default: the recipe's.")
@@ -65,32 +71,20 @@ def models(pattern: str | None, stem: str, as_json: bool) -> None:
               help="Fashion-MNIST idx folder, or the folder holding cifar-10-batches-py.")
 @click.option("--download", is_flag=True, help="Download CIFAR-10 into --data-root with torchvision first.")
 @click.option("--resume", is_flag=True, help="Continue the run saved in --out.")
-@click.option("--threads", type=click.IntRange(min=1), default=None, help="torch CPU threads (default: torch's).")
+@click.option("--threads", type=click.IntRange(min=1), default=None,
+              help="torch CPU threads (default 1). The weights are bit-identical only between runs with the "
+                   "same count; more threads train faster.")
 @click.option("--quiet", is_flag=True, help="No progress bar or per-epoch lines.")
-def train(model_name, dataset, augment, recipe, epochs, out, device, seed, limit_train, limit_test, eval_every, width, inhibition,
-          batch_size, lr, weight_decay, schedule, jsd, data_root, download, resume, threads, quiet) -> None:
+def train(resume: bool, quiet: bool, **options) -> None:
     """Train a registered model and write a checkpoint (safetensors + JSON card) every epoch."""
     import shlex
 
-    import torch
-
-    from robustbench_pp.datasets.sources import SourceError
     from robustbench_pp.train import TrainConfig
     from robustbench_pp.train import train as run_training
 
-    if threads:
-        torch.set_num_threads(threads)
-    config = TrainConfig(
-        model=model_name, out=out, dataset=dataset, augment=augment, recipe=recipe, epochs=epochs, seed=seed,
-        width=width, inhibition=inhibition, limit_train=limit_train, limit_test=limit_test, eval_every=eval_every,
-        batch_size=batch_size,
-        lr=lr, weight_decay=weight_decay, schedule=schedule, jsd=jsd, device=device, data_root=data_root,
-        download=download,
-    )
-    try:
-        result = run_training(config, resume=resume, command=shlex.join(["rbpp", *sys.argv[1:]]), progress=not quiet)
-    except (ValueError, SourceError) as exc:
-        raise click.ClickException(str(exc)) from exc
+    with library_errors(aliases=MODEL_FLAG_ALIASES):
+        result = run_training(TrainConfig(**options), resume=resume, command=shlex.join(["rbpp", *sys.argv[1:]]),
+                              progress=not quiet)
     last = result.history[-1] if result.history else {}
     click.echo(f"checkpoint: {result.checkpoint}")
     if last and last["test_error"] is not None:

@@ -4,8 +4,14 @@ Public API::
 
     from robustbench_pp.models import (PushPullConv2d, register_model, create_model, list_models,
                                        get_card, ModelCard, load_checkpoint, file_sha256)
+
+Each builder module registers its models where they are defined (``@register_model``); the
+imports of ``alexnet`` and ``resnet`` below are what registers the built-in models, so any
+import under ``robustbench_pp.models`` sees the full registry. A new builder module is added
+to that import line.
 """
 
+from robustbench_pp.models import alexnet, resnet  # noqa: F401  (registers the built-in models)
 from robustbench_pp.models.checkpoints import (
     CheckpointError,
     LoadedCheckpoint,
@@ -17,10 +23,18 @@ from robustbench_pp.models.checkpoints import (
 )
 from robustbench_pp.models.factory import create_model
 from robustbench_pp.models.pushpull import PushPullConv2d, pull_kernel
-from robustbench_pp.models.registry import ModelCard, build_from_card, get_card, list_models, register_model
+from robustbench_pp.models.registry import (
+    INHIBITION_MODES,
+    ModelCard,
+    build_from_card,
+    get_card,
+    list_models,
+    register_model,
+)
 
 __all__ = [
     "CheckpointError",
+    "INHIBITION_MODES",
     "LoadedCheckpoint",
     "ModelCard",
     "PushPullConv2d",

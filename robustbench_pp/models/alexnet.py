@@ -62,12 +62,12 @@ def _alexnet_width(state_dict: dict) -> int | None:
 
 
 @register_model("alexnet", architecture="alexnet", paper=ALEXNET_PAPER, infer_width=_alexnet_width)
-def alexnet(*, num_classes, stem, width, inhibition, inhibition_strength):
+def alexnet(*, num_classes, stem, width, inhibition_mode, inhibition_strength):
     """ImageNet stem: torchvision's AlexNet (width fixed at 64); cifar stem: :class:`CifarAlexNet`."""
     if stem == "imagenet":
         import torchvision
 
         if width != 64:
-            raise ValueError(f"the ImageNet AlexNet has a fixed width of 64, got width={width}")
+            raise ValueError(f"the ImageNet AlexNet has a fixed width of 64, got `width`={width}")
         return torchvision.models.AlexNet(num_classes=num_classes)
     return CifarAlexNet(num_classes=num_classes, width=width)

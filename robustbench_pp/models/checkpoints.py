@@ -12,6 +12,10 @@ Four kinds load (:func:`load_checkpoint` tells them apart):
 
 ``.pt/.pth/.ckpt`` files are read with ``torch.load(weights_only=True)``: a file whose
 unpickling needs arbitrary globals is refused with :class:`CheckpointError`.
+
+Project card versions: 2 names the PushPull mode ``inhibition_mode`` in the model card;
+version 1 (cards written before that rename, e.g. ``results/reference/ci-model``) called it
+``inhibition`` and is still read (:func:`card_fields`).
 """
 
 from __future__ import annotations
@@ -32,8 +36,9 @@ from robustbench_pp.models.registry import ModelCard, get_card
 from robustbench_pp.preprocessing import CIFAR10_MEAN, CIFAR10_STD, IMAGENET_MEAN, IMAGENET_STD
 
 CHECKPOINT_FORMAT = "robustbench_pp-checkpoint"
-CHECKPOINT_FORMAT_VERSION = 1
-_TORCH_SUFFIXES = (".pt", ".pth", ".ckpt", ".bin", ".tar")
+CHECKPOINT_FORMAT_VERSION = 2
+# Model card fields renamed since format version 1: old name -> current name.
+_VERSION_1_CARD_NAMES = {"inhibition": "inhibition_mode"}
 
 
 class CheckpointError(ValueError):
@@ -154,31 +159,14 @@ def _is_project_card(path: Path) -> bool:
 
 
 def _load_project(card_path: Path, weights_hint: Path | None = None) -> LoadedCheckpoint:
-    from safetensors import SafetensorError
-    from safetensors.torch import load
-
     if not card_path.exists():
-        if weights_hint is not None:
-            # A bare safetensors file without a card: plain weights, the caller names the model.
-            try:
-                state = load(weights_hint.read_bytes())
-            except (SafetensorError, OSError) as exc:
-                raise CheckpointError(f"cannot read safetensors file {weights_hint}: {exc}") from exc
-            return LoadedCheckpoint("state_dict", weights_hint, state, None, {}, file_sha256(weights_hint))
+        if weights_hint is not None:  # a bare safetensors file: plain weights, the caller names the model
+            return LoadedCheckpoint("state_dict", weights_hint, _read_safetensors(weights_hint), None, {},
+                                    file_sha256(weights_hint))
         raise CheckpointError(f"checkpoint card not found: {card_path}")
+    document = _read_card_document(card_path)
     try:
-        document = json.loads(card_path.read_text())
-    except (OSError, ValueError) as exc:
-        raise CheckpointError(f"cannot read checkpoint card {card_path}: {exc}") from exc
-    if document.get("format") != CHECKPOINT_FORMAT:
-        raise CheckpointError(f"{card_path} is not a {CHECKPOINT_FORMAT} card (format={document.get('format')!r})")
-    if document.get("format_version", 0) > CHECKPOINT_FORMAT_VERSION:
-        raise CheckpointError(
-            f"{card_path} has format_version {document['format_version']}; this robustbench_pp reads up to "
-            f"{CHECKPOINT_FORMAT_VERSION}: upgrade robustbench_pp"
-        )
-    try:
-        card = ModelCard.from_dict(document["model"])
+        card = ModelCard.from_dict(card_fields(document))
     except (KeyError, TypeError, ValueError) as exc:
         raise CheckpointError(f"{card_path}: bad 'model' card: {exc}") from exc
     weights_path = card_path.parent / document.get("weights", card_path.with_suffix(".safetensors").name)
@@ -192,12 +180,59 @@ def _load_project(card_path: Path, weights_hint: Path | None = None) -> LoadedCh
             f"{weights_path} does not match its card {card_path.name} (sha256 {digest[:12]}… != {expected[:12]}…): "
             "the files come from different saves (an interrupted write, or a copied file); re-export the checkpoint"
         )
-    try:
-        state = load(payload)
-    except SafetensorError as exc:
-        raise CheckpointError(f"cannot read safetensors file {weights_path}: {exc}") from exc
     info = {k: v for k, v in document.items() if k not in ("model",)}
-    return LoadedCheckpoint("project", weights_path, state, card, info, digest)
+    return LoadedCheckpoint("project", weights_path, _read_safetensors(weights_path, payload), card, info, digest)
+
+
+def _read_card_document(card_path: Path) -> dict:
+    """The parsed JSON card, checked to be a project card this version can read."""
+    try:
+        document = json.loads(card_path.read_text())
+    except (OSError, ValueError) as exc:
+        raise CheckpointError(f"cannot read checkpoint card {card_path}: {exc}") from exc
+    if not isinstance(document, dict) or document.get("format") != CHECKPOINT_FORMAT:
+        found = document.get("format") if isinstance(document, dict) else None
+        raise CheckpointError(f"{card_path} is not a {CHECKPOINT_FORMAT} card (format={found!r})")
+    if document.get("format_version", 0) > CHECKPOINT_FORMAT_VERSION:
+        raise CheckpointError(
+            f"{card_path} has format_version {document['format_version']}; this robustbench_pp reads up to "
+            f"{CHECKPOINT_FORMAT_VERSION}: upgrade robustbench_pp"
+        )
+    return document
+
+
+def _read_safetensors(path: Path, payload: bytes | None = None) -> dict:
+    from safetensors import SafetensorError
+    from safetensors.torch import load
+
+    try:
+        return load(payload if payload is not None else path.read_bytes())
+    except (SafetensorError, OSError) as exc:
+        raise CheckpointError(f"cannot read safetensors file {path}: {exc}") from exc
+
+
+def card_fields(document: dict) -> dict:
+    """The model card fields of a project card document, in the current names.
+
+    Version 1 named the PushPull mode ``inhibition`` (now ``inhibition_mode``, as
+    ``inhibition`` is the α of :class:`PushPullConv2d`); a document without a version is
+    read as version 1.
+
+    Args:
+        document: the parsed JSON card (left unchanged).
+
+    Returns:
+        A new dict for :meth:`ModelCard.from_dict`.
+
+    Raises:
+        KeyError: when the document has no ``model`` entry.
+    """
+    fields = dict(document["model"])
+    if document.get("format_version", 1) < 2:
+        for old, new in _VERSION_1_CARD_NAMES.items():
+            if old in fields and new not in fields:
+                fields[new] = fields.pop(old)
+    return fields
 
 
 def _load_torch_file(path: Path) -> LoadedCheckpoint:
@@ -267,55 +302,78 @@ def map_lightning_checkpoint(checkpoint: dict, source: str = "<lightning checkpo
     state = {k: v for k, v in checkpoint["state_dict"].items() if isinstance(v, torch.Tensor)}
     if state and all(k.startswith("model.") for k in state):  # LightningModule wrapping `self.model`
         state = {k[len("model."):]: v for k, v in state.items()}
-    mapped = {}
-    for key, value in state.items():
-        for old, new in _LIGHTNING_RENAMES:
-            if key == old:
-                key = new
-        if key.startswith("bn."):
-            key = "bn1." + key[len("bn."):]
-        elif key.startswith("classifier."):
-            key = "fc." + key[len("classifier."):]
-        mapped[key] = value
+    mapped = {_our_key(key): value for key, value in state.items()}
     architecture = re.sub(r"[^a-z0-9]", "", str(hparams.get("model", "")).lower())
     if architecture not in ("resnet18", "resnet34", "resnet50"):
         raise CheckpointError(f"{source}: hyper_parameters['model']={hparams.get('model')!r} is not resnet18/34/50")
     push_pull = bool(hparams.get("use_push_pull", "conv1.inhibition" in mapped or "conv1.push_conv.weight" in state))
+    stem = _lightning_stem(mapped, source)
+    if push_pull:
+        name, inhibition_mode, strength = _map_pushpull_stem(mapped, hparams, architecture, source)
+    else:
+        name, inhibition_mode, strength = architecture, None, 1.0
+        _fold_stem_bias(mapped, source)
+    num_classes = int(mapped["fc.weight"].shape[0]) if "fc.weight" in mapped else int(hparams.get("num_classes", 0))
+    dataset = str(hparams.get("dataset_name", "")).lower()
+    mean, std = (CIFAR10_MEAN, CIFAR10_STD) if "cifar" in dataset else (IMAGENET_MEAN, IMAGENET_STD)
+    width = int(mapped["conv1.weight"].shape[0])
+    card = get_card(
+        name, num_classes=num_classes, stem=stem, width=width, inhibition_mode=inhibition_mode,
+        inhibition_strength=strength, mean=mean, std=std,
+    )
+    return mapped, card, hparams
+
+
+def _our_key(key: str) -> str:
+    """A key of the original PushPull-Net code in our (torchvision) module names."""
+    for old, new in _LIGHTNING_RENAMES:
+        if key == old:
+            key = new
+    if key.startswith("bn."):
+        return "bn1." + key[len("bn."):]
+    if key.startswith("classifier."):
+        return "fc." + key[len("classifier."):]
+    return key
+
+
+def _lightning_stem(mapped: dict, source: str) -> str:
     if "conv1.weight" not in mapped:
         raise CheckpointError(f"{source}: no stem convolution weight (conv1.push_conv.weight or conv1.weight)")
     kernel = int(mapped["conv1.weight"].shape[-1])
     stem = {3: "cifar", 7: "imagenet"}.get(kernel)
     if stem is None:
         raise CheckpointError(f"{source}: stem kernel {kernel}×{kernel} is neither CIFAR (3) nor ImageNet (7)")
-    name, inhibition, strength = architecture, None, 1.0
-    if push_pull:
-        avg = int(hparams.get("avg_kernel_size", 3))
-        if avg not in (3, 5):
-            raise CheckpointError(f"{source}: avg_kernel_size={avg} has no registered model (only _pp3, _pp5)")
-        name = f"{architecture}_pp{avg}"
-        trainable = bool(hparams.get("trainable_pull_inhibition", "conv1.inhibition" in mapped))
-        inhibition = "trainable" if trainable else "fixed"
-        if trainable:
-            if "conv1.inhibition" in mapped:
-                mapped["conv1.inhibition"] = mapped["conv1.inhibition"].reshape(-1)
-        else:
-            fixed = mapped.pop("conv1.inhibition", None)
-            value = hparams.get("pull_inhibition_strength", 1.0) if fixed is None else fixed.reshape(-1)[0].item()
-            strength = float(value)
-    elif "conv1.bias" in mapped:
-        bias = mapped.pop("conv1.bias")
-        if "bn1.running_mean" not in mapped:
-            raise CheckpointError(f"{source}: plain stem has conv1.bias but no bn.running_mean to fold it into")
-        mapped["bn1.running_mean"] = mapped["bn1.running_mean"] - bias
-    num_classes = int(mapped["fc.weight"].shape[0]) if "fc.weight" in mapped else int(hparams.get("num_classes", 0))
-    dataset = str(hparams.get("dataset_name", "")).lower()
-    mean, std = (CIFAR10_MEAN, CIFAR10_STD) if "cifar" in dataset else (IMAGENET_MEAN, IMAGENET_STD)
-    width = int(mapped["conv1.weight"].shape[0])
-    card = get_card(
-        name, num_classes=num_classes, stem=stem, width=width, inhibition=inhibition,
-        inhibition_strength=strength, mean=mean, std=std,
-    )
-    return mapped, card, hparams
+    return stem
+
+
+def _map_pushpull_stem(mapped: dict, hparams: dict, architecture: str, source: str) -> tuple[str, str, float]:
+    """Registered name, inhibition mode and fixed α of a PushPull checkpoint; ``mapped`` is adjusted.
+
+    A trainable α is kept as our per-channel vector; a fixed α leaves the state_dict (our
+    fixed α is a non-persistent buffer) and becomes the card's ``inhibition_strength``.
+    """
+    avg = int(hparams.get("avg_kernel_size", 3))
+    if avg not in (3, 5):
+        raise CheckpointError(f"{source}: avg_kernel_size={avg} has no registered model (only _pp3, _pp5)")
+    trainable = bool(hparams.get("trainable_pull_inhibition", "conv1.inhibition" in mapped))
+    strength = 1.0
+    if trainable:
+        if "conv1.inhibition" in mapped:
+            mapped["conv1.inhibition"] = mapped["conv1.inhibition"].reshape(-1)
+    else:
+        fixed = mapped.pop("conv1.inhibition", None)
+        strength = float(hparams.get("pull_inhibition_strength", 1.0) if fixed is None else fixed.reshape(-1)[0].item())
+    return f"{architecture}_pp{avg}", "trainable" if trainable else "fixed", strength
+
+
+def _fold_stem_bias(mapped: dict, source: str) -> None:
+    """Fold the original plain stem's conv bias into the stem BatchNorm's running mean (exact)."""
+    if "conv1.bias" not in mapped:
+        return
+    bias = mapped.pop("conv1.bias")
+    if "bn1.running_mean" not in mapped:
+        raise CheckpointError(f"{source}: plain stem has conv1.bias but no bn.running_mean to fold it into")
+    mapped["bn1.running_mean"] = mapped["bn1.running_mean"] - bias
 
 
 def classifier_rows(state_dict: dict) -> tuple[str, int] | None:
@@ -332,7 +390,7 @@ def load_weights(model: torch.nn.Module, state_dict: dict, *, source: str) -> No
 
     Raises:
         CheckpointError: listing missing keys, unexpected keys and shape mismatches, with the
-            likely cause (wrong --model, wrong --stem, wrong --width, wrong class count).
+            likely cause (wrong `name`, `stem`, `width` or class count).
     """
     own = model.state_dict()
     missing = [k for k in own if k not in state_dict]
@@ -347,22 +405,6 @@ def load_weights(model: torch.nn.Module, state_dict: dict, *, source: str) -> No
         return
     card = getattr(model, "card", None)
     about = f"model {card.name} (stem {card.stem}, width {card.width}, {card.num_classes} classes)" if card else "the model"
-    causes = []
-    first_layer = {"conv1.inhibition", "conv1.bias"}
-    if first_layer & set(missing) or first_layer & set(unexpected):
-        causes.append("wrong --model: a PushPull (_ppN) checkpoint and a plain model, or the reverse, or "
-                      "trainable vs fixed inhibition")
-    stem_keys = [k for k in ("conv1.weight", "features.0.weight") if k in own and k in state_dict]
-    if any(state_dict[k].shape[-1] != own[k].shape[-1] for k in stem_keys):
-        causes.append("wrong --stem (the first convolution's kernel size differs)")
-    cls = classifier_rows(own)
-    if cls and cls[0] in state_dict and state_dict[cls[0]].shape[0] != cls[1]:
-        causes.append(f"wrong number of classes: the checkpoint has {state_dict[cls[0]].shape[0]}, "
-                      f"the model {cls[1]}")
-    if shapes and not causes:
-        causes.append("wrong --width or --model depth (channel counts differ)")
-    if (missing or unexpected) and not causes:
-        causes.append("wrong --model (the layer names differ)")
 
     def head(items):
         return ", ".join(items[:8]) + (f" … (+{len(items) - 8} more)" if len(items) > 8 else "")
@@ -370,6 +412,28 @@ def load_weights(model: torch.nn.Module, state_dict: dict, *, source: str) -> No
     parts = [f"missing keys [{head(missing)}]" if missing else "",
              f"unexpected keys [{head(unexpected)}]" if unexpected else "",
              f"shape mismatches [{head(shapes)}]" if shapes else ""]
+    causes = _likely_causes(own, state_dict, missing, unexpected, shapes)
     raise CheckpointError(
         f"{source} does not fit {about}: " + "; ".join(p for p in parts if p) + ". Likely cause: " + "; ".join(causes)
     )
+
+
+def _likely_causes(own: dict, state_dict: dict, missing: list, unexpected: list, shapes: list) -> list[str]:
+    """Why a state_dict does not fit a model, most specific first, in the caller's parameter names."""
+    causes = []
+    first_layer = {"conv1.inhibition", "conv1.bias"}
+    if first_layer & set(missing) or first_layer & set(unexpected):
+        causes.append("wrong `name`: a PushPull (_ppN) checkpoint and a plain model, or the reverse, or "
+                      "trainable vs fixed `inhibition_mode`")
+    stem_keys = [k for k in ("conv1.weight", "features.0.weight") if k in own and k in state_dict]
+    if any(state_dict[k].shape[-1] != own[k].shape[-1] for k in stem_keys):
+        causes.append("wrong `stem` (the first convolution's kernel size differs)")
+    rows = classifier_rows(own)
+    if rows and rows[0] in state_dict and state_dict[rows[0]].shape[0] != rows[1]:
+        causes.append(f"wrong number of classes: the checkpoint has {state_dict[rows[0]].shape[0]}, "
+                      f"the model {rows[1]} (`num_classes`)")
+    if shapes and not causes:
+        causes.append("wrong `width` or `name` depth (channel counts differ)")
+    if (missing or unexpected) and not causes:
+        causes.append("wrong `name` (the layer names differ)")
+    return causes

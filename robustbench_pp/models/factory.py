@@ -2,14 +2,40 @@
 
 from __future__ import annotations
 
+import dataclasses
 import os
+from dataclasses import dataclass
 
 from torch import nn
 
-from robustbench_pp.models.checkpoints import CheckpointError, classifier_rows, load_checkpoint, load_weights
+from robustbench_pp.models.checkpoints import (
+    CheckpointError,
+    LoadedCheckpoint,
+    classifier_rows,
+    load_checkpoint,
+    load_weights,
+)
 from robustbench_pp.models.registry import ModelCard, build_from_card, get_card, infer_width
 
 _DEFAULT_CLASSES = {"cifar": 10, "imagenet": 1000}
+# The first convolution's kernel side tells a plain state_dict's stem.
+_STEM_BY_KERNEL = {"conv1.weight": {3: "cifar", 7: "imagenet"}, "features.0.weight": {5: "cifar", 11: "imagenet"}}
+
+
+@dataclass(frozen=True)
+class ModelRequest:
+    """What the caller of :func:`create_model` asked for (None: not given, decide from elsewhere)."""
+
+    name: str | None = None
+    num_classes: int | None = None
+    stem: str | None = "cifar"  # "cifar" is the default, not a choice: only another value can clash
+    width: int | None = None
+    inhibition_mode: str | None = None
+
+    @property
+    def explicit_stem(self) -> str | None:
+        """The stem when the caller chose one other than the default."""
+        return self.stem if self.stem not in (None, "cifar") else None
 
 
 def create_model(
@@ -19,7 +45,7 @@ def create_model(
     stem: str | None = "cifar",
     checkpoint: str | os.PathLike | None = None,
     width: int | None = None,
-    inhibition: str | None = None,
+    inhibition_mode: str | None = None,
 ) -> nn.Module:
     """Build a registered model, random or with weights from a checkpoint.
 
@@ -39,14 +65,15 @@ def create_model(
         checkpoint: path of a checkpoint of any kind :func:`load_checkpoint` reads.
         width: base channel width (ResNets and the CIFAR AlexNet); default 64 or the
             checkpoint's.
-        inhibition: "fixed" or "trainable" for PushPull models (default trainable, or what a
-            plain state_dict implies).
+        inhibition_mode: "fixed" or "trainable" for PushPull models (default trainable, or
+            what a plain state_dict implies).
 
     Returns:
         The ``nn.Module``.
 
     Raises:
-        ValueError: unknown name (with suggestions), or arguments disagreeing with the card.
+        ValueError: unknown name (with suggestions), or arguments disagreeing with the card;
+            messages name the parameters in backticks (`name`, `stem`, `width`, ...).
         CheckpointError: unreadable/unsafe file or weights that do not fit (names the keys).
 
     Example:
@@ -54,78 +81,88 @@ def create_model(
         >>> model.card.first_layer
         'pushpull'
     """
+    request = ModelRequest(name, num_classes, stem, width, inhibition_mode)
     if checkpoint is None:
-        if name is None:
-            raise ValueError("create_model needs a model name or a checkpoint")
-        stem = stem or "cifar"
-        if num_classes is None:
-            num_classes = _DEFAULT_CLASSES.get(stem, 10)
-        card = get_card(name, num_classes=num_classes, stem=stem, width=width, inhibition=inhibition)
-        return build_from_card(card)
-
+        return build_from_card(_card_for_random(request))
     loaded = load_checkpoint(checkpoint)
-    state = loaded.state_dict
-    if loaded.card is not None:
-        card = loaded.card
-        disagreements = [
-            f"{label} {given!r} but the checkpoint card says {actual!r}"
-            for label, given, actual in (
-                ("name", name, card.name),
-                ("num_classes", num_classes, card.num_classes),
-                ("width", width, card.width),
-                ("inhibition", inhibition, card.inhibition),
-            )
-            if given is not None and given != actual
-        ]
-        if disagreements:
-            raise ValueError(
-                f"{loaded.path}: you asked for " + "; ".join(disagreements)
-                + ". Drop the flag (the card rebuilds the model) or pick the matching checkpoint."
-            )
-        # The stem default "cifar" is not a user choice; only flag an explicit imagenet/cifar clash
-        # when the card disagrees and the caller did not leave the default.
-        if stem not in (None, "cifar") and stem != card.stem:
-            raise ValueError(f"{loaded.path}: you asked for stem {stem!r} but the checkpoint card says {card.stem!r}")
-    else:
-        if name is None:
-            raise ValueError(
-                f"{loaded.path} is a plain state_dict without a model card: pass the registered model name "
-                "(--model), e.g. resnet18 or resnet18_pp3"
-            )
-        card = _card_for_plain(name, state, num_classes, stem, width, inhibition, source=str(loaded.path))
+    card = _check_card(loaded, request) if loaded.card is not None else _card_for_plain(loaded, request)
     model = build_from_card(card)
-    load_weights(model, state, source=str(loaded.path))
-    model.checkpoint = type(loaded)(loaded.kind, loaded.path, {}, loaded.card, loaded.info, loaded.sha256)
+    load_weights(model, loaded.state_dict, source=str(loaded.path))
+    model.checkpoint = dataclasses.replace(loaded, state_dict={})  # provenance without a second copy of the weights
     return model
 
 
-def _card_for_plain(name, state, num_classes, stem, width, inhibition, *, source) -> ModelCard:
-    inferred_stem = _stem_of(state)
-    if stem is not None and stem != "cifar" and inferred_stem and stem != inferred_stem:
-        raise CheckpointError(
-            f"{source}: its first convolution is a {inferred_stem}-stem kernel but you asked for --stem {stem}"
+def _card_for_random(request: ModelRequest) -> ModelCard:
+    if request.name is None:
+        raise ValueError("create_model needs a model `name` or a `checkpoint`")
+    stem = request.stem or "cifar"
+    num_classes = request.num_classes if request.num_classes is not None else _DEFAULT_CLASSES.get(stem, 10)
+    return get_card(request.name, num_classes=num_classes, stem=stem, width=request.width,
+                    inhibition_mode=request.inhibition_mode)
+
+
+def _check_card(loaded: LoadedCheckpoint, request: ModelRequest) -> ModelCard:
+    """The checkpoint's own card, after checking that the request does not contradict it."""
+    card = loaded.card
+    disagreements = [
+        f"{label} {given!r} but the checkpoint card says {actual!r}"
+        for label, given, actual in (
+            ("name", request.name, card.name),
+            ("num_classes", request.num_classes, card.num_classes),
+            ("width", request.width, card.width),
+            ("inhibition_mode", request.inhibition_mode, card.inhibition_mode),
         )
-    stem = inferred_stem or stem or "cifar"
-    rows = classifier_rows(state)
+        if given is not None and given != actual
+    ]
+    if disagreements:
+        raise ValueError(
+            f"{loaded.path}: you asked for " + "; ".join(disagreements)
+            + ". Leave those out (the card rebuilds the model) or pick the matching checkpoint."
+        )
+    if request.explicit_stem and request.explicit_stem != card.stem:
+        raise ValueError(f"{loaded.path}: you asked for `stem` {request.stem!r} but the checkpoint card says {card.stem!r}")
+    return card
+
+
+def _card_for_plain(loaded: LoadedCheckpoint, request: ModelRequest) -> ModelCard:
+    """The card of a plain state_dict: the request, completed from the weights' shapes."""
+    if request.name is None:
+        raise ValueError(
+            f"{loaded.path} is a plain state_dict without a model card: pass the registered model name "
+            "(`name`), e.g. resnet18 or resnet18_pp3"
+        )
+    state = loaded.state_dict
+    stem = _plain_stem(state, request, source=str(loaded.path))
+    num_classes = request.num_classes
     if num_classes is None:
+        rows = classifier_rows(state)
         num_classes = rows[1] if rows else _DEFAULT_CLASSES[stem]
-    if width is None:
-        try:
-            width = infer_width(name, state)
-        except ValueError:
-            width = None
-    if inhibition is None and "conv1.inhibition" not in state:
-        probe = get_card(name, stem=stem)
-        if probe.first_layer == "pushpull":
-            inhibition = "fixed"  # no trainable α saved: the fixed α = 1 variant
-    return get_card(name, num_classes=num_classes, stem=stem, width=width, inhibition=inhibition)
+    width = request.width if request.width is not None else _inferred_width(request.name, state)
+    mode = request.inhibition_mode
+    if mode is None and "conv1.inhibition" not in state and get_card(request.name, stem=stem).first_layer == "pushpull":
+        mode = "fixed"  # no trainable α saved: the fixed α = 1 variant
+    return get_card(request.name, num_classes=num_classes, stem=stem, width=width, inhibition_mode=mode)
+
+
+def _plain_stem(state: dict, request: ModelRequest, *, source: str) -> str:
+    inferred = _stem_of(state)
+    if request.explicit_stem and inferred and request.explicit_stem != inferred:
+        raise CheckpointError(
+            f"{source}: its first convolution is a {inferred}-stem kernel but you asked for `stem` {request.stem}"
+        )
+    return inferred or request.stem or "cifar"
+
+
+def _inferred_width(name: str, state: dict) -> int | None:
+    try:
+        return infer_width(name, state)
+    except ValueError:  # an unknown name: get_card reports it with suggestions
+        return None
 
 
 def _stem_of(state: dict) -> str | None:
-    weight = state.get("conv1.weight")
-    if weight is not None and weight.ndim == 4:
-        return {3: "cifar", 7: "imagenet"}.get(int(weight.shape[-1]))
-    weight = state.get("features.0.weight")
-    if weight is not None and weight.ndim == 4:
-        return {5: "cifar", 11: "imagenet"}.get(int(weight.shape[-1]))
+    for key, stems in _STEM_BY_KERNEL.items():
+        weight = state.get(key)
+        if weight is not None and weight.ndim == 4:
+            return stems.get(int(weight.shape[-1]))
     return None

@@ -1,8 +1,10 @@
 """The model registry: names -> builders plus a frozen metadata card per model.
 
 A model is registered where its builder is defined (``@register_model`` in ``resnet.py`` /
-``alexnet.py``), so adding a model touches one file. The card, not the caller, decides
-the preprocessing (input size, mean, std).
+``alexnet.py``), so adding a model touches one file. This module imports no builder: the
+package (``robustbench_pp/models/__init__.py``) imports the builder modules, so importing
+anything under ``robustbench_pp.models`` registers the built-in models (timm's layout).
+The card, not the caller, decides the preprocessing (input size, mean, std).
 """
 
 from __future__ import annotations
@@ -33,7 +35,7 @@ class ModelCard:
     stem: str  # "cifar" (3x3 s1, no max pool) or "imagenet" (7x7 s2 + max pool)
     first_layer: str  # "conv" or "pushpull"
     avg_kernel_size: int  # pull average pooling size (0 for a plain conv stem)
-    inhibition: str | None  # "fixed" | "trainable" for PushPull, None for conv
+    inhibition_mode: str | None  # "fixed" | "trainable" for PushPull, None for conv
     input_size: int  # square input side in pixels
     mean: tuple[float, float, float]  # per-channel mean subtracted from [0,1] RGB
     std: tuple[float, float, float]  # per-channel std divided after the mean
@@ -71,13 +73,14 @@ class _Entry:
     first_layer: str
     avg_kernel_size: int
     default_width: int
-    default_inhibition: str | None
+    default_inhibition_mode: str | None
     paper: str
     stems: tuple[str, ...]
     infer_width: Callable[[dict], int] | None
 
 
 _REGISTRY: dict[str, _Entry] = {}
+INHIBITION_MODES = ("fixed", "trainable")
 
 
 def register_model(
@@ -88,11 +91,14 @@ def register_model(
     first_layer: str = "conv",
     avg_kernel_size: int = 0,
     default_width: int = 64,
-    default_inhibition: str | None = None,
+    default_inhibition_mode: str | None = None,
     stems: tuple[str, ...] = STEMS,
     infer_width: Callable[[dict], int] | None = None,
 ):
-    """Decorator registering a builder ``f(*, num_classes, stem, width, inhibition, inhibition_strength)``.
+    """Decorator registering a builder ``f(*, num_classes, stem, width, inhibition_mode, inhibition_strength)``.
+
+    Use it where the builder is defined; the module must be imported by
+    ``robustbench_pp/models/__init__.py`` (or by the caller, for a model outside the package).
 
     Args:
         name: unique registered name.
@@ -101,47 +107,52 @@ def register_model(
         first_layer: "conv" or "pushpull".
         avg_kernel_size: pull pooling size (PushPull only).
         default_width: base width when the caller gives none.
-        default_inhibition: "trainable" or "fixed" for PushPull models.
+        default_inhibition_mode: "trainable" or "fixed" for PushPull models.
         stems: the stems this builder supports.
-        infer_width: reads the width from a state_dict (so plain checkpoints need no --width).
+        infer_width: reads the width from a state_dict (so plain checkpoints need no `width`).
 
     Raises:
         ValueError: when the name is already registered or a field is invalid.
     """
     if first_layer not in ("conv", "pushpull"):
-        raise ValueError(f"first_layer must be 'conv' or 'pushpull', got {first_layer!r}")
+        raise ValueError(f"`first_layer` must be 'conv' or 'pushpull', got {first_layer!r}")
 
     def decorate(builder):
         if name in _REGISTRY:
             raise ValueError(f"model {name!r} is already registered (by {_REGISTRY[name].builder.__module__})")
         _REGISTRY[name] = _Entry(
             name, builder, architecture, first_layer, avg_kernel_size, default_width,
-            default_inhibition, paper, tuple(stems), infer_width,
+            default_inhibition_mode, paper, tuple(stems), infer_width,
         )
         return builder
 
     return decorate
 
 
-def _ensure_builtin() -> None:
-    # Importing the builder modules registers the built-in models (explicit, not star-import).
-    from robustbench_pp.models import alexnet, resnet  # noqa: F401
-
-
 def list_models(pattern: str | None = None) -> list[str]:
     """Registered model names, sorted, optionally filtered by a shell-style pattern (``"resnet*_pp*"``)."""
-    _ensure_builtin()
     names = sorted(_REGISTRY)
     return [n for n in names if fnmatch.fnmatch(n, pattern)] if pattern else names
 
 
 def _entry(name: str) -> _Entry:
-    _ensure_builtin()
     if name not in _REGISTRY:
         close = difflib.get_close_matches(name, list(_REGISTRY), n=3, cutoff=0.5)
         hint = f"; did you mean {', '.join(close)}?" if close else f"; registered: {', '.join(sorted(_REGISTRY))}"
         raise ValueError(f"unknown model {name!r}{hint}")
     return _REGISTRY[name]
+
+
+def _inhibition_mode(entry: _Entry, requested: str | None) -> str | None:
+    """The PushPull inhibition mode a model gets: the request, else the model's default."""
+    if entry.first_layer != "pushpull":
+        if requested is not None:
+            raise ValueError(f"model {entry.name!r} has a plain conv stem; `inhibition_mode`={requested!r} does not apply")
+        return None
+    mode = requested or entry.default_inhibition_mode
+    if mode not in INHIBITION_MODES:
+        raise ValueError(f"`inhibition_mode` must be 'fixed' or 'trainable', got {mode!r}")
+    return mode
 
 
 def get_card(
@@ -150,7 +161,7 @@ def get_card(
     num_classes: int = 10,
     stem: str = "cifar",
     width: int | None = None,
-    inhibition: str | None = None,
+    inhibition_mode: str | None = None,
     inhibition_strength: float = 1.0,
     mean: tuple[float, float, float] | None = None,
     std: tuple[float, float, float] | None = None,
@@ -158,18 +169,27 @@ def get_card(
 ) -> ModelCard:
     """The card a model built with these arguments carries.
 
+    Args:
+        name: registered model name.
+        num_classes: classifier outputs.
+        stem: "cifar" or "imagenet" (one the model supports).
+        width: base channel width (None: the model's default).
+        inhibition_mode: "fixed" or "trainable" for PushPull models (None: the model's
+            default); must be None for plain conv models.
+        inhibition_strength: the fixed α (recorded only in "fixed" mode).
+        mean, std: input normalisation (None: the stem's default).
+        input_size: square input side (None: the stem's).
+
+    Returns:
+        The frozen :class:`ModelCard`.
+
     Raises:
         ValueError: for an unknown name (with suggestions), stem or inhibition mode.
     """
     entry = _entry(name)
     if stem not in entry.stems:
-        raise ValueError(f"model {name!r} has no {stem!r} stem (choose one of {', '.join(entry.stems)})")
-    if entry.first_layer == "pushpull":
-        inhibition = inhibition or entry.default_inhibition
-        if inhibition not in ("fixed", "trainable"):
-            raise ValueError(f"inhibition must be 'fixed' or 'trainable', got {inhibition!r}")
-    elif inhibition is not None:
-        raise ValueError(f"model {name!r} has a plain conv stem; inhibition={inhibition!r} does not apply")
+        raise ValueError(f"model {name!r} has no {stem!r} stem (`stem` must be one of {', '.join(entry.stems)})")
+    mode = _inhibition_mode(entry, inhibition_mode)
     default_mean, default_std = DEFAULT_NORMALISATION[stem]
     return ModelCard(
         name=name,
@@ -177,14 +197,14 @@ def get_card(
         stem=stem,
         first_layer=entry.first_layer,
         avg_kernel_size=entry.avg_kernel_size,
-        inhibition=inhibition,
+        inhibition_mode=mode,
         input_size=int(input_size or INPUT_SIZE[stem]),
         mean=tuple(float(v) for v in (mean or default_mean)),
         std=tuple(float(v) for v in (std or default_std)),
         num_classes=int(num_classes),
         width=int(width or entry.default_width),
         paper=entry.paper,
-        inhibition_strength=float(inhibition_strength) if inhibition == "fixed" else None,
+        inhibition_strength=float(inhibition_strength) if mode == "fixed" else None,
     )
 
 
@@ -195,7 +215,7 @@ def build_from_card(card: ModelCard) -> nn.Module:
         num_classes=card.num_classes,
         stem=card.stem,
         width=card.width,
-        inhibition=card.inhibition,
+        inhibition_mode=card.inhibition_mode,
         inhibition_strength=card.inhibition_strength if card.inhibition_strength is not None else 1.0,
     )
     model.card = card

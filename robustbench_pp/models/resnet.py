@@ -79,8 +79,12 @@ class ResNet(nn.Module):
         stem: "cifar" or "imagenet".
         width: channels of the first stage.
         first_layer: "conv" or "pushpull".
-        avg_kernel_size, inhibition, inhibition_strength: PushPull settings (see
-            :class:`PushPullConv2d`); ``inhibition`` is "fixed" or "trainable".
+        avg_kernel_size, inhibition_strength: PushPull settings (see :class:`PushPullConv2d`).
+        inhibition_mode: PushPull inhibition, "fixed" (the scalar ``inhibition_strength``)
+            or "trainable" (one α per channel).
+
+    Raises:
+        ValueError: an unknown stem, or a width or class count below 1.
     """
 
     def __init__(
@@ -92,19 +96,19 @@ class ResNet(nn.Module):
         width: int = 64,
         first_layer: str = "conv",
         avg_kernel_size: int = 0,
-        inhibition: str | None = None,
+        inhibition_mode: str | None = None,
         inhibition_strength: float = 1.0,
     ) -> None:
         super().__init__()
         if stem not in ("cifar", "imagenet"):
-            raise ValueError(f"stem must be 'cifar' or 'imagenet', got {stem!r}")
+            raise ValueError(f"`stem` must be 'cifar' or 'imagenet', got {stem!r}")
         if width < 1 or num_classes < 1:
-            raise ValueError(f"width and num_classes must be positive, got width={width}, num_classes={num_classes}")
+            raise ValueError(f"`width` and `num_classes` must be positive, got width={width}, num_classes={num_classes}")
         kernel, stride, padding = (3, 1, 1) if stem == "cifar" else (7, 2, 3)
         if first_layer == "pushpull":
             self.conv1 = PushPullConv2d(
                 3, width, kernel, stride, padding, avg_kernel_size=avg_kernel_size,
-                inhibition=inhibition_strength, trainable_inhibition=inhibition == "trainable",
+                inhibition=inhibition_strength, trainable_inhibition=inhibition_mode == "trainable",
             )
         else:
             self.conv1 = nn.Conv2d(3, width, kernel, stride, padding, bias=False)
@@ -140,11 +144,12 @@ class ResNet(nn.Module):
 _DEPTHS = {18: (BasicBlock, (2, 2, 2, 2)), 34: (BasicBlock, (3, 4, 6, 3)), 50: (Bottleneck, (3, 4, 6, 3))}
 
 
-def _build(depth: int, first_layer: str, avg_kernel_size: int, *, num_classes, stem, width, inhibition, inhibition_strength):
+def _build(depth: int, first_layer: str, avg_kernel_size: int, *, num_classes, stem, width, inhibition_mode,
+           inhibition_strength):
     block, layers = _DEPTHS[depth]
     return ResNet(
         block, layers, num_classes, stem=stem, width=width, first_layer=first_layer,
-        avg_kernel_size=avg_kernel_size, inhibition=inhibition, inhibition_strength=inhibition_strength,
+        avg_kernel_size=avg_kernel_size, inhibition_mode=inhibition_mode, inhibition_strength=inhibition_strength,
     )
 
 
@@ -165,6 +170,6 @@ for _depth in _DEPTHS:
             first_layer="pushpull",
             avg_kernel_size=_avg,
             # The published training default is a trainable per-channel inhibition.
-            default_inhibition="trainable",
+            default_inhibition_mode="trainable",
             infer_width=_resnet_width,
         )(partial(_build, _depth, "pushpull", _avg))

@@ -121,7 +121,19 @@ def write_records(path: str | os.PathLike, records: Sequence[CellRecord]) -> Non
 
 def identity(model: str, dataset: str, provenance) -> dict:
     """What must agree between records of one run: model, dataset and identity provenance."""
-    return {"model": model, "dataset": dataset, **{key: provenance.get(key) for key in IDENTITY_PROVENANCE}}
+    values = {key: provenance.get(key) for key in IDENTITY_PROVENANCE}
+    values["settings"] = _current_card_names(values["settings"])
+    return {"model": model, "dataset": dataset, **values}
+
+
+def _current_card_names(settings):
+    """Settings with the model card's field names of today: records written before checkpoint
+    format 2 call the PushPull mode ``inhibition``; the run is the same one (resume, merge)."""
+    card = settings.get("model_card") if isinstance(settings, dict) else None
+    if not isinstance(card, dict) or "inhibition" not in card or "inhibition_mode" in card:
+        return settings
+    renamed = {("inhibition_mode" if key == "inhibition" else key): value for key, value in card.items()}
+    return {**settings, "model_card": renamed}
 
 
 def run_identity(record: CellRecord) -> dict:

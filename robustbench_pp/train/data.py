@@ -38,11 +38,11 @@ def load_dataset(name: str, split: str, *, data_root: str | os.PathLike | None =
 
     if name == "fashion-mnist":
         if download:
-            raise ValueError("--download applies to cifar10 only; Fashion-MNIST comes from Debian's dataset-fashion-mnist")
+            raise ValueError("`download` applies to cifar10 only; Fashion-MNIST comes from Debian's dataset-fashion-mnist")
         return load_fashion_mnist(data_root, split=split, pad_to=32)
     if name == "cifar10":
         if data_root is None:
-            raise ValueError("cifar10 needs --data-root (the folder holding cifar-10-batches-py); add --download to fetch it")
+            raise ValueError("cifar10 needs `data_root` (the folder holding cifar-10-batches-py); add `download` to fetch it")
         if download:
             import torchvision
 

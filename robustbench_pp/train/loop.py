@@ -1,4 +1,10 @@
-"""The training loop behind ``rbpp train``: deterministic on CPU, resumable, checkpoint per epoch."""
+"""The training loop behind ``rbpp train``: deterministic on CPU, resumable, checkpoint per epoch.
+
+One run, in steps: check the output folder (and the saved state when resuming), load the
+data, build the model and its optimiser, restore the saved state, then per epoch train,
+measure and save. Bit-reproducibility on the CPU and what it depends on:
+:mod:`robustbench_pp.train.reproducibility`.
+"""
 
 from __future__ import annotations
 
@@ -15,68 +21,17 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from robustbench_pp.models import ModelCard, build_from_card, get_card, save_checkpoint
+from robustbench_pp.models.checkpoints import atomic_torch_save
 from robustbench_pp.preprocessing import normalize_float
 from robustbench_pp.train import augment as aug
+from robustbench_pp.train.config import TrainConfig, resume_conflicts
 from robustbench_pp.train.data import NORMALISATION, NUM_CLASSES, balanced_subset, indices_fingerprint, load_dataset
-from robustbench_pp.train.recipes import AUGMENTATIONS, LR_SCALE_BY_ARCHITECTURE, RECIPES, SCHEDULES
+from robustbench_pp.train.recipes import RECIPES
+from robustbench_pp.train.reproducibility import pinned_threads, reproducibility_record
 
 STATE_FILE = "train_state.pt"
 CHECKPOINT_STEM = "model"  # model.safetensors + model.json in the output folder
-
-
-@dataclass(frozen=True)
-class TrainConfig:
-    """Everything that defines a training run (recorded in the checkpoint card)."""
-
-    model: str  # registered model name
-    out: str  # output folder (model.safetensors, model.json, train_state.pt)
-    dataset: str = "fashion-mnist"  # fashion-mnist | cifar10
-    augment: str = "none"  # none | autoaugment | augmix | prime
-    recipe: str = "standard"  # standard | pushpull (see recipes.py)
-    epochs: int = 2
-    seed: int = 0
-    width: int | None = None  # base channel width (None: the model's default, 64)
-    stem: str = "cifar"  # the training sets here are 32 px
-    inhibition: str | None = None  # PushPull: fixed | trainable (None: the model's default)
-    limit_train: int | None = None  # class-balanced seeded subset of the training set
-    limit_test: int | None = None  # first N test images for the per-epoch error (None: all)
-    eval_every: int = 1  # measure the test error every N epochs (0: only after the last); costs ~1/2 epoch
-    batch_size: int | None = None  # None: the recipe's
-    lr: float | None = None  # None: the recipe's
-    weight_decay: float | None = None  # None: the recipe's
-    schedule: str | None = None  # None: the recipe's
-    jsd: bool | None = None  # None: the recipe's (AugMix/PRIME only)
-    device: str = "cpu"
-    data_root: str | None = None
-    download: bool = False
-
-    def resolved(self) -> "TrainConfig":
-        """The config with recipe defaults filled in and values checked.
-
-        Raises:
-            ValueError: naming the bad field and the allowed values.
-        """
-        if self.recipe not in RECIPES:
-            raise ValueError(f"unknown recipe {self.recipe!r}; choose one of {', '.join(RECIPES)}")
-        if self.augment not in AUGMENTATIONS:
-            raise ValueError(f"unknown augmentation {self.augment!r}; choose one of {', '.join(AUGMENTATIONS)}")
-        if self.epochs < 1:
-            raise ValueError(f"epochs must be at least 1, got {self.epochs}")
-        from robustbench_pp.models import get_card
-
-        recipe = RECIPES[self.recipe]
-        architecture = get_card(self.model, stem=self.stem).architecture  # also rejects unknown names early
-        resolved = dataclasses.replace(
-            self,
-            batch_size=self.batch_size or recipe.batch_size,
-            lr=self.lr if self.lr is not None else recipe.lr * LR_SCALE_BY_ARCHITECTURE.get(architecture, 1.0),
-            weight_decay=self.weight_decay if self.weight_decay is not None else recipe.weight_decay,
-            schedule=self.schedule or recipe.schedule,
-            jsd=(self.jsd if self.jsd is not None else recipe.jsd) and self.augment in ("augmix", "prime"),
-        )
-        if resolved.schedule not in SCHEDULES:
-            raise ValueError(f"unknown schedule {resolved.schedule!r}; choose one of {', '.join(SCHEDULES)}")
-        return resolved
 
 
 @dataclass
@@ -85,6 +40,47 @@ class TrainResult:
 
     checkpoint: Path  # the JSON card
     history: list[dict] = field(default_factory=list)  # per epoch: loss, test error, seconds
+
+
+@dataclass(frozen=True)
+class _Data:
+    """The run's images (uint8 N×3×32×32 tensors) and labels, and their description for the card."""
+
+    train_x: torch.Tensor
+    train_y: torch.Tensor
+    test_x: torch.Tensor
+    test_y: torch.Tensor
+    info: dict
+
+
+@dataclass(frozen=True)
+class _Run:
+    """What every step of one run reads: the resolved config and its derived constants."""
+
+    config: TrainConfig
+    card: ModelCard  # what the checkpoint carries (the dataset's normalisation, 32 px)
+    out: Path
+    device: torch.device
+    memory_format: torch.memory_format
+    mean: torch.Tensor  # 1×3×1×1 on the device
+    std: torch.Tensor
+    command: str
+
+    @property
+    def use_cuda(self) -> bool:
+        return self.device.type == "cuda"
+
+
+@dataclass
+class _Optimisation:
+    """The mutable training state: saved every epoch, restored on resume."""
+
+    model: torch.nn.Module
+    optimizer: torch.optim.Optimizer
+    scheduler: torch.optim.lr_scheduler.LRScheduler
+    scaler: torch.amp.GradScaler
+    amp_dtype: torch.dtype
+    steps_per_epoch: int
 
 
 def _epoch_seed(seed: int, epoch: int) -> int:
@@ -147,10 +143,12 @@ def evaluate_error(model, images: torch.Tensor, labels: torch.Tensor, mean, std,
 def train(config: TrainConfig, *, resume: bool = False, command: str | None = None, progress: bool = True) -> TrainResult:
     """Train a registered model; write ``model.safetensors`` + ``model.json`` every epoch.
 
-    Deterministic on CPU for a given seed (same weights bit for bit, at a fixed torch thread
-    count): model init from ``seed``, every epoch re-seeds torch's generator from
-    ``(seed, epoch)`` before shuffling and augmenting, so a resumed run continues exactly.
-    On CUDA it uses autocast (bfloat16 where supported, else float16 with a grad scaler) and
+    Deterministic on CPU for a given seed: the same weights bit for bit at the same thread
+    count (``config.threads``, default 1), torch version and CPU instruction set (see
+    :mod:`robustbench_pp.train.reproducibility`; the card records all three). The model is
+    initialised from ``seed`` and every epoch re-seeds torch's generator from ``(seed,
+    epoch)`` before shuffling and augmenting, so a resumed run continues exactly. On CUDA it
+    uses autocast (bfloat16 where supported, else float16 with a grad scaler) and
     channels_last; CUDA runs are not bit-reproducible.
 
     Args:
@@ -166,144 +164,185 @@ def train(config: TrainConfig, *, resume: bool = False, command: str | None = No
         ValueError: bad config, an output folder that already holds a run (without
             ``resume``), or a resume whose config differs from the saved one.
     """
-    from tqdm import tqdm
-
-    from robustbench_pp.models import create_model, get_card
-
     config = config.resolved()
-    out = Path(config.out)
-    state_path = out / STATE_FILE
-    saved = None
-    if state_path.exists():
-        if not resume:
-            raise ValueError(f"{out} already holds a training run ({STATE_FILE}); pass --resume to continue it "
-                             "or choose another --out")
-        saved = torch.load(state_path, map_location="cpu", weights_only=True)
-        free = ("device", "eval_every")  # may change on resume: they do not affect the weights
-        previous = {k: v for k, v in saved["config"].items() if k not in free}
-        current = {k: v for k, v in dataclasses.asdict(config).items() if k not in free}
-        changed = {k: (previous.get(k), v) for k, v in current.items() if previous.get(k) != v}
-        if changed:
-            raise ValueError(f"cannot resume {out}: the config differs from the saved run: "
-                             + ", ".join(f"{k} saved {a!r} now {b!r}" for k, (a, b) in changed.items()))
-    elif resume:
-        raise ValueError(f"--resume given but {state_path} does not exist")
-
-    device = torch.device(config.device)
-    use_cuda = device.type == "cuda"
-    mean_tuple, std_tuple = NORMALISATION[config.dataset]
-    card = get_card(config.model, num_classes=NUM_CLASSES[config.dataset], stem=config.stem, width=config.width,
-                    inhibition=config.inhibition, mean=mean_tuple, std=std_tuple, input_size=32)
-
-    train_images, train_labels = load_dataset(config.dataset, "train", data_root=config.data_root, download=config.download)
-    test_images, test_labels = load_dataset(config.dataset, "test", data_root=config.data_root)
-    subset = balanced_subset(train_labels, config.limit_train, config.seed)
-    train_x = torch.from_numpy(np.ascontiguousarray(train_images[subset].transpose(0, 3, 1, 2)))
-    train_y = torch.from_numpy(train_labels[subset])
-    test_count = len(test_labels) if config.limit_test is None else min(config.limit_test, len(test_labels))
-    test_x = torch.from_numpy(np.ascontiguousarray(test_images[:test_count].transpose(0, 3, 1, 2)))
-    test_y = torch.from_numpy(test_labels[:test_count])
-
-    torch.manual_seed(config.seed)
-    model = create_model(config.model, num_classes=card.num_classes, stem=card.stem, width=card.width,
-                         inhibition=card.inhibition)
-    model.card = card
-    # channels_last only on CUDA. On CPU it was 15-20% faster for width 8, but torch 2.14's
-    # oneDNN backward corrupts memory (segfault / "corrupted size vs. prev_size") for ResNets
-    # of width 2, 4 and 6 in channels_last, so CPU runs stay in the default layout.
-    memory_format = torch.channels_last if use_cuda else torch.contiguous_format
-    model = model.to(device, memory_format=memory_format)
-    optimizer = torch.optim.SGD(model.parameters(), lr=config.lr, momentum=RECIPES[config.recipe].momentum,
-                                weight_decay=config.weight_decay, nesterov=False)
-    steps_per_epoch = len(train_x) // config.batch_size  # drop the last partial batch (BN needs > 1)
-    if steps_per_epoch == 0:
-        raise ValueError(f"{len(train_x)} training images are fewer than one batch of {config.batch_size}")
-    scheduler = _make_scheduler(optimizer, config, steps_per_epoch)
-    amp_dtype = torch.bfloat16 if use_cuda and torch.cuda.is_bf16_supported() else torch.float16
-    scaler = torch.amp.GradScaler("cuda", enabled=use_cuda and amp_dtype == torch.float16)
-    start_epoch, history = 0, []
-    if saved is not None:
-        model.load_state_dict(saved["model"])
-        optimizer.load_state_dict(saved["optimizer"])
-        scheduler.load_state_dict(saved["scheduler"])
-        scaler.load_state_dict(saved["scaler"])
-        start_epoch, history = int(saved["epoch"]), [dict(h) for h in json.loads(saved["history_json"])]
-    mean = torch.tensor(mean_tuple, device=device).view(1, 3, 1, 1)
-    std = torch.tensor(std_tuple, device=device).view(1, 3, 1, 1)
-    jsd_weight = RECIPES[config.recipe].jsd_weight
-    command = command if command is not None else shlex.join(sys.argv)
-    data_info = {
-        "dataset": config.dataset, "train_images": len(train_x), "test_images": test_count,
-        "limit_train": config.limit_train, "subset_sha256": indices_fingerprint(subset), "root": config.data_root,
-    }
-    card_path = out / f"{CHECKPOINT_STEM}.json"
-
-    for epoch in range(start_epoch, config.epochs):
-        torch.manual_seed(_epoch_seed(config.seed, epoch))
-        order = torch.randperm(len(train_x))
-        model.train()
-        started, loss_sum = time.perf_counter(), 0.0
-        bar = tqdm(range(steps_per_epoch), desc=f"epoch {epoch + 1}/{config.epochs}", leave=False,
-                   disable=not progress, dynamic_ncols=True)
-        for step in bar:
-            index = order[step * config.batch_size : (step + 1) * config.batch_size]
-            views = _training_views(train_x[index], config)
-            target = train_y[index].to(device, non_blocking=True)
-            x = torch.cat(views).to(device, non_blocking=True)
-            x = normalize_float(x, mean, std).contiguous(memory_format=memory_format)
-            with torch.autocast(device.type, dtype=amp_dtype, enabled=use_cuda):
-                logits = model(x)
-                if len(views) == 3:
-                    clean, aug1, aug2 = logits.chunk(3)
-                    loss = F.cross_entropy(clean.float(), target) + jsd_weight * aug.jensen_shannon_loss(clean, aug1, aug2)
-                else:
-                    loss = F.cross_entropy(logits.float(), target)
-            optimizer.zero_grad(set_to_none=True)
-            scaler.scale(loss).backward()
-            scaler.step(optimizer)
-            scaler.update()
-            scheduler.step()
-            loss_sum += float(loss.detach())
-            if progress:
-                bar.set_postfix(loss=f"{loss_sum / (step + 1):.3f}", lr=f"{scheduler.get_last_lr()[0]:.3g}")
-        bar.close()
-        train_seconds = time.perf_counter() - started
-        last = epoch + 1 == config.epochs
-        measure = last or (config.eval_every > 0 and (epoch + 1) % config.eval_every == 0)
-        test_error = evaluate_error(model, test_x, test_y, mean, std, device) if measure else None
-        history.append({"epoch": epoch + 1, "train_loss": loss_sum / steps_per_epoch, "test_error": test_error,
-                        "train_seconds": round(train_seconds, 2),
-                        "eval_seconds": round(time.perf_counter() - started - train_seconds, 2)})
-        if progress:
-            error_text = f"test error {100 * test_error:.2f}%" if test_error is not None else "test error not measured"
-            print(f"epoch {epoch + 1}/{config.epochs}: loss {history[-1]['train_loss']:.4f}, {error_text}, "
-                  f"{train_seconds:.1f}s train", file=sys.stderr)
-        _save_epoch(out, model, optimizer, scheduler, scaler, config, card, epoch + 1, history, data_info, command)
+    saved = _saved_state(config, resume)
+    with pinned_threads(config.threads, deterministic_algorithms=torch.device(config.device).type == "cpu"):
+        run = _prepare_run(config, command)  # first: a bad model setting fails before the data loads
+        data = _load_data(config)
+        state = _build_optimisation(run, len(data.train_x))
+        start_epoch, history = _restore(state, saved)
+        for epoch in range(start_epoch, config.epochs):
+            history.append(_train_epoch(run, state, data, epoch, progress))
+            _save_epoch(run, state, data.info, history)
+    card_path = run.out / f"{CHECKPOINT_STEM}.json"
     if not card_path.exists():  # resumed a run that had already finished: nothing was rewritten
-        raise ValueError(f"{out}: training state says all {config.epochs} epochs are done but {card_path} is missing")
+        raise ValueError(f"{run.out}: training state says all {config.epochs} epochs are done but {card_path} is missing")
     return TrainResult(card_path, history)
 
 
-def _save_epoch(out, model, optimizer, scheduler, scaler, config, card, epoch, history, data_info, command) -> None:
-    from robustbench_pp.models import save_checkpoint
-    from robustbench_pp.models.checkpoints import atomic_torch_save
+def _saved_state(config: TrainConfig, resume: bool) -> dict | None:
+    """The saved training state to continue from, after checking it may be continued."""
+    out = Path(config.out)
+    state_path = out / STATE_FILE
+    if not state_path.exists():
+        if resume:
+            raise ValueError(f"`resume` given but {state_path} does not exist")
+        return None
+    if not resume:
+        raise ValueError(f"{out} already holds a training run ({STATE_FILE}); pass `resume` to continue it "
+                         "or choose another `out`")
+    saved = torch.load(state_path, map_location="cpu", weights_only=True)
+    changed = resume_conflicts(saved["config"], config)
+    if changed:
+        raise ValueError(f"cannot resume {out}: the config differs from the saved run: "
+                         + ", ".join(f"{k} saved {a!r} now {b!r}" for k, (a, b) in changed.items()))
+    return saved
 
-    # 1) the resumable state (one atomic file), 2) the exported checkpoint (weights, then card).
-    # A kill between them leaves a consistent train_state.pt; the card's weights sha256
-    # detects a half-updated weights/card pair.
+
+def _load_data(config: TrainConfig) -> _Data:
+    train_images, train_labels = load_dataset(config.dataset, "train", data_root=config.data_root, download=config.download)
+    test_images, test_labels = load_dataset(config.dataset, "test", data_root=config.data_root)
+    subset = balanced_subset(train_labels, config.limit_train, config.seed)
+    test_count = len(test_labels) if config.limit_test is None else min(config.limit_test, len(test_labels))
+    info = {
+        "dataset": config.dataset, "train_images": len(subset), "test_images": test_count,
+        "limit_train": config.limit_train, "subset_sha256": indices_fingerprint(subset), "root": config.data_root,
+    }
+    return _Data(
+        train_x=_channels_first(train_images[subset]), train_y=torch.from_numpy(train_labels[subset]),
+        test_x=_channels_first(test_images[:test_count]), test_y=torch.from_numpy(test_labels[:test_count]),
+        info=info,
+    )
+
+
+def _channels_first(images: np.ndarray) -> torch.Tensor:
+    return torch.from_numpy(np.ascontiguousarray(images.transpose(0, 3, 1, 2)))
+
+
+def _prepare_run(config: TrainConfig, command: str | None) -> _Run:
+    device = torch.device(config.device)
+    mean, std = NORMALISATION[config.dataset]
+    card = get_card(config.model, num_classes=NUM_CLASSES[config.dataset], stem=config.stem, width=config.width,
+                    inhibition_mode=config.inhibition_mode, mean=mean, std=std, input_size=32)
+    # channels_last only on CUDA. On CPU it was 15-20% faster for width 8, but torch 2.14's
+    # oneDNN backward corrupts memory (segfault / "corrupted size vs. prev_size") for ResNets
+    # of width 2, 4 and 6 in channels_last, so CPU runs stay in the default layout.
+    memory_format = torch.channels_last if device.type == "cuda" else torch.contiguous_format
+    return _Run(
+        config=config, card=card, out=Path(config.out), device=device, memory_format=memory_format,
+        mean=torch.tensor(mean, device=device).view(1, 3, 1, 1), std=torch.tensor(std, device=device).view(1, 3, 1, 1),
+        command=command if command is not None else shlex.join(sys.argv),
+    )
+
+
+def _build_optimisation(run: _Run, train_images: int) -> _Optimisation:
+    """The model (initialised from the seed), SGD, the per-batch schedule and the grad scaler."""
+    config = run.config
+    steps_per_epoch = train_images // config.batch_size  # drop the last partial batch (BN needs > 1)
+    if steps_per_epoch == 0:
+        raise ValueError(f"{train_images} training images are fewer than one batch of {config.batch_size} (`batch_size`)")
+    torch.manual_seed(config.seed)
+    model = build_from_card(run.card).to(run.device, memory_format=run.memory_format)
+    optimizer = torch.optim.SGD(model.parameters(), lr=config.lr, momentum=RECIPES[config.recipe].momentum,
+                                weight_decay=config.weight_decay, nesterov=False)
+    amp_dtype = torch.bfloat16 if run.use_cuda and torch.cuda.is_bf16_supported() else torch.float16
+    return _Optimisation(
+        model=model, optimizer=optimizer, scheduler=_make_scheduler(optimizer, config, steps_per_epoch),
+        scaler=torch.amp.GradScaler("cuda", enabled=run.use_cuda and amp_dtype == torch.float16),
+        amp_dtype=amp_dtype, steps_per_epoch=steps_per_epoch,
+    )
+
+
+def _restore(state: _Optimisation, saved: dict | None) -> tuple[int, list[dict]]:
+    """Load a saved state into ``state``; the epoch to start from and the history so far."""
+    if saved is None:
+        return 0, []
+    state.model.load_state_dict(saved["model"])
+    state.optimizer.load_state_dict(saved["optimizer"])
+    state.scheduler.load_state_dict(saved["scheduler"])
+    state.scaler.load_state_dict(saved["scaler"])
+    return int(saved["epoch"]), [dict(h) for h in json.loads(saved["history_json"])]
+
+
+def _train_epoch(run: _Run, state: _Optimisation, data: _Data, epoch: int, progress: bool) -> dict:
+    """One epoch of SGD, then the test error when due; the epoch's history entry."""
+    from tqdm import tqdm
+
+    config = run.config
+    torch.manual_seed(_epoch_seed(config.seed, epoch))
+    order = torch.randperm(len(data.train_x))
+    state.model.train()
+    started, loss_sum = time.perf_counter(), 0.0
+    bar = tqdm(range(state.steps_per_epoch), desc=f"epoch {epoch + 1}/{config.epochs}", leave=False,
+               disable=not progress, dynamic_ncols=True)
+    for step in bar:
+        index = order[step * config.batch_size : (step + 1) * config.batch_size]
+        loss_sum += _train_step(run, state, data.train_x[index], data.train_y[index])
+        if progress:
+            bar.set_postfix(loss=f"{loss_sum / (step + 1):.3f}", lr=f"{state.scheduler.get_last_lr()[0]:.3g}")
+    bar.close()
+    train_seconds = time.perf_counter() - started
+    last = epoch + 1 == config.epochs
+    measure = last or (config.eval_every > 0 and (epoch + 1) % config.eval_every == 0)
+    test_error = evaluate_error(state.model, data.test_x, data.test_y, run.mean, run.std, run.device) if measure else None
+    entry = {"epoch": epoch + 1, "train_loss": loss_sum / state.steps_per_epoch, "test_error": test_error,
+             "train_seconds": round(train_seconds, 2),
+             "eval_seconds": round(time.perf_counter() - started - train_seconds, 2)}
+    if progress:
+        error_text = f"test error {100 * test_error:.2f}%" if test_error is not None else "test error not measured"
+        print(f"epoch {epoch + 1}/{config.epochs}: loss {entry['train_loss']:.4f}, {error_text}, "
+              f"{train_seconds:.1f}s train", file=sys.stderr)
+    return entry
+
+
+def _train_step(run: _Run, state: _Optimisation, images: torch.Tensor, labels: torch.Tensor) -> float:
+    """One optimiser step on a uint8 batch; the batch loss."""
+    views = _training_views(images, run.config)
+    target = labels.to(run.device, non_blocking=True)
+    x = torch.cat(views).to(run.device, non_blocking=True)
+    x = normalize_float(x, run.mean, run.std).contiguous(memory_format=run.memory_format)
+    with torch.autocast(run.device.type, dtype=state.amp_dtype, enabled=run.use_cuda):
+        logits = state.model(x)
+        if len(views) == 3:
+            clean, aug1, aug2 = logits.chunk(3)
+            jsd_weight = RECIPES[run.config.recipe].jsd_weight
+            loss = F.cross_entropy(clean.float(), target) + jsd_weight * aug.jensen_shannon_loss(clean, aug1, aug2)
+        else:
+            loss = F.cross_entropy(logits.float(), target)
+    state.optimizer.zero_grad(set_to_none=True)
+    state.scaler.scale(loss).backward()
+    state.scaler.step(state.optimizer)
+    state.scaler.update()
+    state.scheduler.step()
+    return float(loss.detach())
+
+
+def _save_epoch(run: _Run, state: _Optimisation, data_info: dict, history: list[dict]) -> None:
+    """Save the resumable state, then the exported checkpoint (weights, then card).
+
+    A kill between the two leaves a consistent train_state.pt; the card's weights sha256
+    detects a half-updated weights/card pair.
+    """
+    config, epoch = run.config, history[-1]["epoch"]
     atomic_torch_save(
         {
             "epoch": epoch,
-            "model": {k: v.detach().cpu() for k, v in model.state_dict().items()},
-            "optimizer": optimizer.state_dict(),
-            "scheduler": scheduler.state_dict(),
-            "scaler": scaler.state_dict(),
+            "model": {k: v.detach().cpu() for k, v in state.model.state_dict().items()},
+            "optimizer": state.optimizer.state_dict(),
+            "scheduler": state.scheduler.state_dict(),
+            "scaler": state.scaler.state_dict(),
             "config": dataclasses.asdict(config),
             "history_json": json.dumps(history),
         },
-        out / STATE_FILE,
+        run.out / STATE_FILE,
     )
-    info = {
+    save_checkpoint(state.model, run.out / CHECKPOINT_STEM, card=run.card, info=_card_info(run, data_info, history))
+
+
+def _card_info(run: _Run, data_info: dict, history: list[dict]) -> dict:
+    """The checkpoint card's entries besides the model card: recipe, data, metrics, provenance."""
+    config, epoch = run.config, history[-1]["epoch"]
+    return {
         "recipe": {
             "name": config.recipe, "augment": config.augment, "jsd": config.jsd, "epochs": config.epochs,
             "batch_size": config.batch_size, "lr": config.lr, "weight_decay": config.weight_decay,
@@ -319,9 +358,9 @@ def _save_epoch(out, model, optimizer, scheduler, scaler, config, card, epoch, h
         },
         "epoch": epoch,
         "complete": epoch == config.epochs,
-        "command": command,
+        "command": run.command,
         "train_config": dataclasses.asdict(config),
         "device": str(config.device),
         "torch_threads": torch.get_num_threads(),
+        "reproducibility": reproducibility_record(run.device),
     }
-    save_checkpoint(model, out / CHECKPOINT_STEM, card=card, info=info)

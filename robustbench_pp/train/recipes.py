@@ -31,7 +31,7 @@ class Recipe:
     momentum: float = 0.9
 
 
-# Learning-rate multiplier per architecture when --lr is not given. AlexNet has no BatchNorm:
+# Learning-rate multiplier per architecture when no `lr` is given. AlexNet has no BatchNorm:
 # at the ResNet rates (0.1, 0.2) it diverges or stays at chance; 0.1x (0.01, 0.02) trains
 # (measured on 5000 Fashion-MNIST images, width 8: loss 2.30 -> 1.02 in 2 epochs at 0.02).
 LR_SCALE_BY_ARCHITECTURE = {"alexnet": 0.1}

@@ -7,7 +7,7 @@ PY      := $(VENV)/bin/python
 STAMP   := $(VENV)/.installed-stamp
 export OMP_WAIT_POLICY ?= PASSIVE
 
-.PHONY: install test quickstart system-deps clean-reports
+.PHONY: install test test-fast quickstart system-deps clean-reports
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -33,6 +33,11 @@ system-deps:
 
 test: install system-deps
 	$(PY) -m pytest -q
+
+# The inner loop while developing (not a set-up command): no slow, browser or CUDA tests, stop at
+# the first failure. `make test` stays what CI runs.
+test-fast: install
+	$(PY) -m pytest -q -x -m "not slow and not browser and not needs_cuda"
 
 # Training results depend on the kernels' instruction set (see robustbench_pp/train/reproducibility.py):
 # on an x86 CPU with AVX2 the quickstart pins torch's, oneDNN's and MKL's kernels to AVX2, so a CPU

@@ -73,6 +73,7 @@ def test_plain_state_dict_and_wrapped(tmp_path):
         create_model(checkpoint=tmp_path / "plain.pt")
 
 
+@pytest.mark.slow
 def test_torchvision_state_dicts(tmp_path):
     import torchvision
 

@@ -96,6 +96,7 @@ RANDOM = {
 }
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("name", list(RANDOM))
 def test_random_imagenet_corruptions_match_the_reference_psnr(name):
     n, size = RANDOM[name]

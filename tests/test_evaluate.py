@@ -203,6 +203,7 @@ def test_cli_bad_inputs_exit_non_zero_with_clear_messages(fmnist, checkpoint, tm
     assert other.read_bytes() == before
 
 
+@pytest.mark.slow
 def test_sigkill_then_resume_gives_every_cell_once(fmnist, checkpoint, tmp_path):
     out = tmp_path / "killed.jsonl"
     args = [sys.executable, "-m", "robustbench_pp.cli"] + _base_args(checkpoint, out)

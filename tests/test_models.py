@@ -98,6 +98,7 @@ def test_models_command_lists_cards():
     assert [r["name"] for r in rows] == ["resnet18_pp3", "resnet18_pp5"] and rows[0]["first_layer"] == "pushpull"
 
 
+@pytest.mark.slow
 def test_importing_the_registry_alone_registers_the_builtin_models():
     """Builders register where they are defined; the package imports them (no import from the registry)."""
     import subprocess

@@ -95,7 +95,9 @@ def test_models_command_lists_cards():
     import json
 
     rows = json.loads(result.output)
-    assert [r["name"] for r in rows] == ["resnet18_pp3", "resnet18_pp5"] and rows[0]["first_layer"] == "pushpull"
+    assert [r["name"] for r in rows] == ["resnet18_pp0", "resnet18_pp3", "resnet18_pp5"]
+    assert rows[0]["first_layer"] == "pushpull" and rows[0]["avg_kernel_size"] == 0
+    assert {r["source"] for r in rows} == {"robustbench_pp"}
 
 
 @pytest.mark.slow

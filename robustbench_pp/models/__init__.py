@@ -1,4 +1,5 @@
-"""Model zoo: PushPull-Conv, the ResNet/AlexNet registry with metadata cards, safe checkpoints.
+"""Model zoo: PushPull-Conv, the ResNet/AlexNet registry with metadata cards, safe checkpoints,
+and models from elsewhere (your own ``nn.Module``, torchvision, timm, entry points: ``external``).
 
 Public API::
 
@@ -12,15 +13,9 @@ to that import line.
 """
 
 from robustbench_pp.models import alexnet, resnet  # noqa: F401  (registers the built-in models)
-from robustbench_pp.models.checkpoints import (
-    CheckpointError,
-    LoadedCheckpoint,
-    file_sha256,
-    load_checkpoint,
-    load_weights,
-    map_lightning_checkpoint,
-    save_checkpoint,
-)
+from robustbench_pp.models.checkpoints import LoadedCheckpoint, file_sha256, load_checkpoint, save_checkpoint
+from robustbench_pp.models.original import map_lightning_checkpoint
+from robustbench_pp.models.weights import CheckpointError, load_weights
 from robustbench_pp.models.factory import create_model
 from robustbench_pp.models.pushpull import PushPullConv2d, pull_kernel
 from robustbench_pp.models.registry import (

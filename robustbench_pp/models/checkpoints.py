@@ -1,17 +1,25 @@
-"""Checkpoint input/output that never executes pickled code.
+"""Checkpoint input/output that never executes code from a file.
 
 Four kinds load (:func:`load_checkpoint` tells them apart):
 
 - ``project``: this project's format, ``<name>.safetensors`` (weights) beside ``<name>.json``
   (the card: model card, recipe, seed, data, metrics, command line, weights sha256);
 - ``lightning``: the original PushPull-Net PyTorch Lightning files (``state_dict`` +
-  ``hyper_parameters``), mapped onto our module names;
-- ``state_dict``: a plain state_dict in our (= torchvision's) key names, possibly wrapped in
-  ``{"state_dict": ...}`` / ``{"model": ...}`` or prefixed ``module.``;
-- torchvision ResNet/AlexNet state_dicts are plain state_dicts in the same names.
+  ``hyper_parameters``), mapped onto our module names (:mod:`robustbench_pp.models.original`);
+- ``state_dict``: a plain state_dict (our = torchvision's key names, or the original PushPull-Net
+  code's, which :func:`~robustbench_pp.models.create_model` renames), possibly wrapped in ``{"state_dict": ...}`` / ``{"model": ...}`` or
+  prefixed ``module.``; torchvision ResNet/AlexNet state_dicts are plain state_dicts too.
 
-``.pt/.pth/.ckpt`` files are read with ``torch.load(weights_only=True)``: a file whose
-unpickling needs arbitrary globals is refused with :class:`CheckpointError`.
+``.pt/.pth/.ckpt`` files in the zip format of ``torch.save`` are read by
+:mod:`robustbench_pp.models.torch_archive`, which runs no code from the file: objects other
+than tensors and plain data (optimizer and scheduler states, augmentation objects, bound
+methods) become inert records, and weights come from the state_dict only. Older non-zip files
+are read with ``torch.load(weights_only=True)`` and refused when they need more.
+
+A project card is checked before its weights are read: a known ``format_version`` (an
+integer), a model card that is valid (:class:`ModelCard`) and agrees with the registered
+model its name denotes, and a ``weights`` file that is a regular file inside the card's folder.
+Weights holding NaN or infinite values are refused, whatever the kind.
 
 Project card versions: 2 names the PushPull mode ``inhibition_mode`` in the model card;
 version 1 (cards written before that rename, e.g. ``results/reference/ci-model``) called it
@@ -26,23 +34,29 @@ import json
 import os
 import pickle
 import re
+import stat
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
 
 from robustbench_pp.fileio import atomic_path, atomic_write, file_digest
-from robustbench_pp.models.registry import ModelCard, get_card
-from robustbench_pp.preprocessing import CIFAR10_MEAN, CIFAR10_STD, IMAGENET_MEAN, IMAGENET_STD
+from robustbench_pp.models.original import map_lightning_checkpoint
+from robustbench_pp.models.registry import ModelCard, card_disagreements
+from robustbench_pp.models.safe_pickle import Opaque, UnsafePickleError, describe
+from robustbench_pp.models.torch_archive import is_torch_archive, load_torch_archive
+from robustbench_pp.models.weights import CheckpointError, check_finite, classifier_rows, load_weights
+
+__all__ = [
+    "CHECKPOINT_FORMAT", "CHECKPOINT_FORMAT_VERSION", "CheckpointError", "LoadedCheckpoint", "atomic_torch_save",
+    "card_fields", "classifier_rows", "file_sha256", "load_checkpoint", "load_weights", "map_lightning_checkpoint",
+    "save_checkpoint",
+]
 
 CHECKPOINT_FORMAT = "robustbench_pp-checkpoint"
 CHECKPOINT_FORMAT_VERSION = 2
 # Model card fields renamed since format version 1: old name -> current name.
 _VERSION_1_CARD_NAMES = {"inhibition": "inhibition_mode"}
-
-
-class CheckpointError(ValueError):
-    """A checkpoint cannot be read or does not fit the model; the message names file and keys."""
 
 
 @dataclass(frozen=True)
@@ -126,7 +140,7 @@ def _package_version() -> str:
 
 
 def load_checkpoint(path: str | os.PathLike) -> LoadedCheckpoint:
-    """Read any supported checkpoint without executing pickled code.
+    """Read any supported checkpoint without executing code from it.
 
     Args:
         path: a project checkpoint (``.safetensors``, its ``.json`` card, or a folder with one
@@ -136,24 +150,43 @@ def load_checkpoint(path: str | os.PathLike) -> LoadedCheckpoint:
         A :class:`LoadedCheckpoint` with the weights in our module names.
 
     Raises:
-        CheckpointError: missing/corrupt file, unsafe pickle, or unknown layout.
+        CheckpointError: missing/corrupt file, unsafe pickle, a card that contradicts itself or
+            points outside its folder, non-finite weights, or an unknown layout.
     """
     path = Path(path)
     if path.is_dir():
         cards = sorted(p for p in path.glob("*.json") if _is_project_card(p))
         if len(cards) != 1:
             raise CheckpointError(f"{path} is a folder with {len(cards)} project checkpoint cards (*.json); pass one file")
-        return _load_project(cards[0])
-    if not path.exists():
+        loaded = _load_project(cards[0])
+    elif not path.exists():
         raise CheckpointError(f"checkpoint not found: {path}")
-    if path.suffix in (".safetensors", ".json"):
-        return _load_project(path.with_suffix(".json"), weights_hint=path if path.suffix == ".safetensors" else None)
-    return _load_torch_file(path)
+    elif path.suffix in (".safetensors", ".json"):
+        loaded = _load_project(path.with_suffix(".json"), weights_hint=path if path.suffix == ".safetensors" else None)
+    else:
+        loaded = _load_torch_file(_regular_file(path, "checkpoint"))
+    check_finite(loaded.state_dict, source=str(loaded.path))
+    return loaded
+
+
+def _regular_file(path: Path, what: str) -> Path:
+    """``path`` if it is a regular file (never a FIFO, device or socket, which could hang or never end).
+
+    Raises:
+        CheckpointError: naming the file and what it is.
+    """
+    try:
+        mode = path.stat().st_mode
+    except OSError as exc:
+        raise CheckpointError(f"cannot read {what} {path}: {exc.strerror or exc}") from None
+    if not stat.S_ISREG(mode):
+        raise CheckpointError(f"{what} {path} is not a regular file")
+    return path
 
 
 def _is_project_card(path: Path) -> bool:
     try:
-        return json.loads(path.read_text()).get("format") == CHECKPOINT_FORMAT
+        return json.loads(_regular_file(path, "card").read_text()).get("format") == CHECKPOINT_FORMAT
     except (OSError, ValueError, AttributeError):
         return False
 
@@ -161,27 +194,51 @@ def _is_project_card(path: Path) -> bool:
 def _load_project(card_path: Path, weights_hint: Path | None = None) -> LoadedCheckpoint:
     if not card_path.exists():
         if weights_hint is not None:  # a bare safetensors file: plain weights, the caller names the model
-            return LoadedCheckpoint("state_dict", weights_hint, _read_safetensors(weights_hint), None, {},
-                                    file_sha256(weights_hint))
+            weights = _regular_file(weights_hint, "weights file")
+            return LoadedCheckpoint("state_dict", weights, _read_safetensors(weights), None, {}, file_sha256(weights))
         raise CheckpointError(f"checkpoint card not found: {card_path}")
-    document = _read_card_document(card_path)
+    document = _read_card_document(_regular_file(card_path, "checkpoint card"))
     try:
         card = ModelCard.from_dict(card_fields(document))
     except (KeyError, TypeError, ValueError) as exc:
-        raise CheckpointError(f"{card_path}: bad 'model' card: {exc}") from exc
-    weights_path = card_path.parent / document.get("weights", card_path.with_suffix(".safetensors").name)
-    if not weights_path.exists():
-        raise CheckpointError(f"{card_path} names weights {weights_path.name}, which is missing in {card_path.parent}")
+        raise CheckpointError(f"{card_path}: bad 'model' card: {exc}") from None
+    disagreements = card_disagreements(card)
+    if disagreements:
+        raise CheckpointError(f"{card_path}: the model card contradicts itself: " + "; ".join(disagreements)
+                              + " (an edited card: re-export the checkpoint)")
+    weights_path = _confined_weights(card_path, document.get("weights", card_path.with_suffix(".safetensors").name))
     payload = weights_path.read_bytes()
     digest = hashlib.sha256(payload).hexdigest()
     expected = document.get("weights_sha256")
     if expected and expected != digest:
         raise CheckpointError(
-            f"{weights_path} does not match its card {card_path.name} (sha256 {digest[:12]}… != {expected[:12]}…): "
+            f"{weights_path} does not match its card {card_path.name} (sha256 {digest[:12]}… != {str(expected)[:12]}…): "
             "the files come from different saves (an interrupted write, or a copied file); re-export the checkpoint"
         )
     info = {k: v for k, v in document.items() if k not in ("model",)}
     return LoadedCheckpoint("project", weights_path, _read_safetensors(weights_path, payload), card, info, digest)
+
+
+def _confined_weights(card_path: Path, name) -> Path:
+    """The card's ``weights`` file: a relative path that stays inside the card's folder (symlinks
+    resolved) and names a regular file.
+
+    Raises:
+        CheckpointError: an absolute path, a path leaving the folder, a missing file, or a
+            FIFO/device/folder.
+    """
+    folder = card_path.parent.resolve()
+    if not isinstance(name, str) or not name or Path(name).is_absolute() or ".." in Path(name).parts:
+        raise CheckpointError(f"{card_path}: `weights` must name a file beside the card (a relative path inside "
+                              f"{card_path.parent}), got {name!r}")
+    candidate = card_path.parent / name
+    try:
+        resolved = candidate.resolve(strict=True)
+    except (OSError, RuntimeError):
+        raise CheckpointError(f"{card_path} names weights {name}, which is missing in {card_path.parent}") from None
+    if folder not in resolved.parents:
+        raise CheckpointError(f"{card_path}: `weights` {name!r} leads outside the card's folder (to {resolved})")
+    return _regular_file(resolved, "weights file")
 
 
 def _read_card_document(card_path: Path) -> dict:
@@ -193,11 +250,16 @@ def _read_card_document(card_path: Path) -> dict:
     if not isinstance(document, dict) or document.get("format") != CHECKPOINT_FORMAT:
         found = document.get("format") if isinstance(document, dict) else None
         raise CheckpointError(f"{card_path} is not a {CHECKPOINT_FORMAT} card (format={found!r})")
-    if document.get("format_version", 0) > CHECKPOINT_FORMAT_VERSION:
+    version = document.get("format_version", 1)
+    if type(version) is not int or version < 1:
+        raise CheckpointError(f"{card_path}: format_version must be a positive integer, got {version!r}")
+    if version > CHECKPOINT_FORMAT_VERSION:
         raise CheckpointError(
-            f"{card_path} has format_version {document['format_version']}; this robustbench_pp reads up to "
+            f"{card_path} has format_version {version}; this robustbench_pp reads up to "
             f"{CHECKPOINT_FORMAT_VERSION}: upgrade robustbench_pp"
         )
+    if not isinstance(document.get("model"), dict):
+        raise CheckpointError(f"{card_path}: 'model' must be the model card (a JSON object)")
     return document
 
 
@@ -236,26 +298,33 @@ def card_fields(document: dict) -> dict:
 
 
 def _load_torch_file(path: Path) -> LoadedCheckpoint:
-    try:
-        obj = torch.load(path, map_location="cpu", weights_only=True)
-    except pickle.UnpicklingError as exc:
-        found = re.search(r"GLOBAL ([\w.]+)|got <class '([\w.]+)'>", str(exc))
-        needs = f" (it asks for {found.group(1) or found.group(2)})" if found else ""
-        raise CheckpointError(
-            f"refusing to load {path}: unpickling it needs arbitrary Python code{needs}. robustbench_pp only "
-            "loads weights (torch.load(weights_only=True) or safetensors). If you trust the file, re-save its "
-            "weights elsewhere with torch.save(model.state_dict(), 'weights.pt') or as safetensors; for a "
-            "Lightning .ckpt whose hyper_parameters are an AttributeDict or Namespace, re-save it with "
-            "ckpt['hyper_parameters'] = dict(ckpt['hyper_parameters'])."
-        ) from exc
-    except (RuntimeError, OSError, EOFError) as exc:
-        raise CheckpointError(f"cannot read checkpoint {path}: {exc}") from exc
+    obj = _read_torch_file(path)
     sha = file_sha256(path)
     if isinstance(obj, dict) and "state_dict" in obj and "hyper_parameters" in obj:
         state, card, hparams = map_lightning_checkpoint(obj, source=str(path))
         return LoadedCheckpoint("lightning", path, state, card, hparams, sha)
-    state = _unwrap_state_dict(obj, path)
-    return LoadedCheckpoint("state_dict", path, state, None, {}, sha)
+    return LoadedCheckpoint("state_dict", path, _unwrap_state_dict(obj, path), None, {}, sha)
+
+
+def _read_torch_file(path: Path):
+    """The object in a torch file: zip archives by the safe reader, older files by torch's weights-only loader."""
+    if is_torch_archive(path):
+        try:
+            return load_torch_archive(path)
+        except (UnsafePickleError, OSError) as exc:
+            raise CheckpointError(f"cannot read checkpoint {path}: {exc}") from None
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as exc:
+        found = re.search(r"GLOBAL ([\w.]+)|got <class '([\w.]+)'>", str(exc))
+        needs = f" (it asks for {found.group(1) or found.group(2)})" if found else ""
+        raise CheckpointError(
+            f"refusing to load {path}: it is not a torch zip archive, and unpickling it needs arbitrary Python "
+            f"code{needs}; robustbench_pp never runs code from a checkpoint. If you trust the file, re-save its "
+            "weights with torch.save(model.state_dict(), 'weights.pt') (PyTorch >= 1.6) or as safetensors."
+        ) from None
+    except (RuntimeError, OSError, EOFError) as exc:
+        raise CheckpointError(f"cannot read checkpoint {path}: {exc}") from None
 
 
 def _unwrap_state_dict(obj, path: Path) -> dict:
@@ -263,177 +332,13 @@ def _unwrap_state_dict(obj, path: Path) -> dict:
         if isinstance(obj, dict) and isinstance(obj.get(key), dict):
             obj = obj[key]
             break
-    if not isinstance(obj, dict) or not obj or not all(isinstance(v, torch.Tensor) for v in obj.values()):
-        raise CheckpointError(
-            f"{path} is not a state_dict (a dict of tensors, optionally under 'state_dict' or 'model'); "
-            f"found {type(obj).__name__}"
-        )
+    if not isinstance(obj, dict) or not obj:
+        raise CheckpointError(f"{path} is not a state_dict (a dict of tensors, optionally under 'state_dict' or "
+                              f"'model'); found {describe(obj) if isinstance(obj, Opaque) else type(obj).__name__}")
+    others = [key for key, value in obj.items() if not isinstance(value, torch.Tensor)]
+    if others:
+        raise CheckpointError(f"{path} is not a state_dict: entry {others[0]!r} is {describe(obj[others[0]])}, "
+                              "not a tensor")
     if all(k.startswith("module.") for k in obj):  # saved from DataParallel / DDP
         obj = {k[len("module."):]: v for k, v in obj.items()}
     return dict(obj)
-
-
-_LIGHTNING_RENAMES = (
-    ("conv1.push_conv.weight", "conv1.weight"),
-    ("conv1.pull_inhibition_strength", "conv1.inhibition"),
-)
-
-
-def map_lightning_checkpoint(checkpoint: dict, source: str = "<lightning checkpoint>") -> tuple[dict, ModelCard, dict]:
-    """Map an original PushPull-Net Lightning checkpoint onto our ResNet names (spec section 3).
-
-    ``bn.*`` -> ``bn1.*``, ``classifier.*`` -> ``fc.*``, ``conv1.push_conv.weight`` ->
-    ``conv1.weight``, ``conv1.pull_inhibition_strength`` -> ``conv1.inhibition``. The plain
-    stem of that code has a conv bias that our (torchvision) stem lacks; it is folded exactly
-    into the stem BatchNorm: BN(z + b) uses (z + b − μ), so μ' = μ − b gives equal outputs in
-    eval mode (in train mode BN subtracts the batch mean, which cancels b anyway).
-
-    Args:
-        checkpoint: the loaded dict with ``state_dict`` and ``hyper_parameters``.
-        source: name used in error messages.
-
-    Returns:
-        ``(state_dict in our names, model card, hyper_parameters)``.
-
-    Raises:
-        CheckpointError: unknown architecture, unsupported pooling size, or missing keys.
-    """
-    hparams = dict(checkpoint["hyper_parameters"])
-    state = {k: v for k, v in checkpoint["state_dict"].items() if isinstance(v, torch.Tensor)}
-    if state and all(k.startswith("model.") for k in state):  # LightningModule wrapping `self.model`
-        state = {k[len("model."):]: v for k, v in state.items()}
-    mapped = {_our_key(key): value for key, value in state.items()}
-    architecture = re.sub(r"[^a-z0-9]", "", str(hparams.get("model", "")).lower())
-    if architecture not in ("resnet18", "resnet34", "resnet50"):
-        raise CheckpointError(f"{source}: hyper_parameters['model']={hparams.get('model')!r} is not resnet18/34/50")
-    push_pull = bool(hparams.get("use_push_pull", "conv1.inhibition" in mapped or "conv1.push_conv.weight" in state))
-    stem = _lightning_stem(mapped, source)
-    if push_pull:
-        name, inhibition_mode, strength = _map_pushpull_stem(mapped, hparams, architecture, source)
-    else:
-        name, inhibition_mode, strength = architecture, None, 1.0
-        _fold_stem_bias(mapped, source)
-    num_classes = int(mapped["fc.weight"].shape[0]) if "fc.weight" in mapped else int(hparams.get("num_classes", 0))
-    dataset = str(hparams.get("dataset_name", "")).lower()
-    mean, std = (CIFAR10_MEAN, CIFAR10_STD) if "cifar" in dataset else (IMAGENET_MEAN, IMAGENET_STD)
-    width = int(mapped["conv1.weight"].shape[0])
-    card = get_card(
-        name, num_classes=num_classes, stem=stem, width=width, inhibition_mode=inhibition_mode,
-        inhibition_strength=strength, mean=mean, std=std,
-    )
-    return mapped, card, hparams
-
-
-def _our_key(key: str) -> str:
-    """A key of the original PushPull-Net code in our (torchvision) module names."""
-    for old, new in _LIGHTNING_RENAMES:
-        if key == old:
-            key = new
-    if key.startswith("bn."):
-        return "bn1." + key[len("bn."):]
-    if key.startswith("classifier."):
-        return "fc." + key[len("classifier."):]
-    return key
-
-
-def _lightning_stem(mapped: dict, source: str) -> str:
-    if "conv1.weight" not in mapped:
-        raise CheckpointError(f"{source}: no stem convolution weight (conv1.push_conv.weight or conv1.weight)")
-    kernel = int(mapped["conv1.weight"].shape[-1])
-    stem = {3: "cifar", 7: "imagenet"}.get(kernel)
-    if stem is None:
-        raise CheckpointError(f"{source}: stem kernel {kernel}×{kernel} is neither CIFAR (3) nor ImageNet (7)")
-    return stem
-
-
-def _map_pushpull_stem(mapped: dict, hparams: dict, architecture: str, source: str) -> tuple[str, str, float]:
-    """Registered name, inhibition mode and fixed α of a PushPull checkpoint; ``mapped`` is adjusted.
-
-    A trainable α is kept as our per-channel vector; a fixed α leaves the state_dict (our
-    fixed α is a non-persistent buffer) and becomes the card's ``inhibition_strength``.
-    """
-    avg = int(hparams.get("avg_kernel_size", 3))
-    if avg not in (3, 5):
-        raise CheckpointError(f"{source}: avg_kernel_size={avg} has no registered model (only _pp3, _pp5)")
-    trainable = bool(hparams.get("trainable_pull_inhibition", "conv1.inhibition" in mapped))
-    strength = 1.0
-    if trainable:
-        if "conv1.inhibition" in mapped:
-            mapped["conv1.inhibition"] = mapped["conv1.inhibition"].reshape(-1)
-    else:
-        fixed = mapped.pop("conv1.inhibition", None)
-        strength = float(hparams.get("pull_inhibition_strength", 1.0) if fixed is None else fixed.reshape(-1)[0].item())
-    return f"{architecture}_pp{avg}", "trainable" if trainable else "fixed", strength
-
-
-def _fold_stem_bias(mapped: dict, source: str) -> None:
-    """Fold the original plain stem's conv bias into the stem BatchNorm's running mean (exact)."""
-    if "conv1.bias" not in mapped:
-        return
-    bias = mapped.pop("conv1.bias")
-    if "bn1.running_mean" not in mapped:
-        raise CheckpointError(f"{source}: plain stem has conv1.bias but no bn.running_mean to fold it into")
-    mapped["bn1.running_mean"] = mapped["bn1.running_mean"] - bias
-
-
-def classifier_rows(state_dict: dict) -> tuple[str, int] | None:
-    """The last 2-D ``*.weight`` in a state_dict (the classifier) and its number of rows (classes)."""
-    for key in reversed(list(state_dict)):
-        value = state_dict[key]
-        if key.endswith("weight") and isinstance(value, torch.Tensor) and value.ndim == 2:
-            return key, int(value.shape[0])
-    return None
-
-
-def load_weights(model: torch.nn.Module, state_dict: dict, *, source: str) -> None:
-    """Load weights strictly, explaining a mismatch (keys, shapes, likely cause).
-
-    Raises:
-        CheckpointError: listing missing keys, unexpected keys and shape mismatches, with the
-            likely cause (wrong `name`, `stem`, `width` or class count).
-    """
-    own = model.state_dict()
-    missing = [k for k in own if k not in state_dict]
-    unexpected = [k for k in state_dict if k not in own]
-    shapes = [
-        f"{k}: checkpoint {tuple(state_dict[k].shape)} vs model {tuple(own[k].shape)}"
-        for k in own
-        if k in state_dict and tuple(state_dict[k].shape) != tuple(own[k].shape)
-    ]
-    if not (missing or unexpected or shapes):
-        model.load_state_dict(state_dict, strict=True)
-        return
-    card = getattr(model, "card", None)
-    about = f"model {card.name} (stem {card.stem}, width {card.width}, {card.num_classes} classes)" if card else "the model"
-
-    def head(items):
-        return ", ".join(items[:8]) + (f" … (+{len(items) - 8} more)" if len(items) > 8 else "")
-
-    parts = [f"missing keys [{head(missing)}]" if missing else "",
-             f"unexpected keys [{head(unexpected)}]" if unexpected else "",
-             f"shape mismatches [{head(shapes)}]" if shapes else ""]
-    causes = _likely_causes(own, state_dict, missing, unexpected, shapes)
-    raise CheckpointError(
-        f"{source} does not fit {about}: " + "; ".join(p for p in parts if p) + ". Likely cause: " + "; ".join(causes)
-    )
-
-
-def _likely_causes(own: dict, state_dict: dict, missing: list, unexpected: list, shapes: list) -> list[str]:
-    """Why a state_dict does not fit a model, most specific first, in the caller's parameter names."""
-    causes = []
-    first_layer = {"conv1.inhibition", "conv1.bias"}
-    if first_layer & set(missing) or first_layer & set(unexpected):
-        causes.append("wrong `name`: a PushPull (_ppN) checkpoint and a plain model, or the reverse, or "
-                      "trainable vs fixed `inhibition_mode`")
-    stem_keys = [k for k in ("conv1.weight", "features.0.weight") if k in own and k in state_dict]
-    if any(state_dict[k].shape[-1] != own[k].shape[-1] for k in stem_keys):
-        causes.append("wrong `stem` (the first convolution's kernel size differs)")
-    rows = classifier_rows(own)
-    if rows and rows[0] in state_dict and state_dict[rows[0]].shape[0] != rows[1]:
-        causes.append(f"wrong number of classes: the checkpoint has {state_dict[rows[0]].shape[0]}, "
-                      f"the model {rows[1]} (`num_classes`)")
-    if shapes and not causes:
-        causes.append("wrong `width` or `name` depth (channel counts differ)")
-    if (missing or unexpected) and not causes:
-        causes.append("wrong `name` (the layer names differ)")
-    return causes

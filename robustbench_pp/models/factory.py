@@ -8,13 +8,9 @@ from dataclasses import dataclass
 
 from torch import nn
 
-from robustbench_pp.models.checkpoints import (
-    CheckpointError,
-    LoadedCheckpoint,
-    classifier_rows,
-    load_checkpoint,
-    load_weights,
-)
+from robustbench_pp.models.checkpoints import LoadedCheckpoint, load_checkpoint
+from robustbench_pp.models.original import map_original_state_dict, uses_original_names
+from robustbench_pp.models.weights import CheckpointError, classifier_rows, load_weights
 from robustbench_pp.models.registry import ModelCard, build_from_card, get_card, infer_width
 
 _DEFAULT_CLASSES = {"cifar": 10, "imagenet": 1000}
@@ -62,7 +58,8 @@ def create_model(
         stem: "cifar" or "imagenet". With a checkpoint, the checkpoint decides (a project or
             Lightning card, or the kernel size of a plain state_dict's first conv) and a
             different explicit stem is an error.
-        checkpoint: path of a checkpoint of any kind :func:`load_checkpoint` reads.
+        checkpoint: path of a checkpoint of any kind :func:`load_checkpoint` reads; a plain
+            state_dict in the original PushPull-Net code's key names is renamed to ours.
         width: base channel width (ResNets and the CIFAR AlexNet); default 64 or the
             checkpoint's.
         inhibition_mode: "fixed" or "trainable" for PushPull models (default trainable, or
@@ -85,6 +82,9 @@ def create_model(
     if checkpoint is None:
         return build_from_card(_card_for_random(request))
     loaded = load_checkpoint(checkpoint)
+    if loaded.card is None and uses_original_names(loaded.state_dict):  # the PushPull-Net code's key names
+        loaded = dataclasses.replace(loaded, state_dict=map_original_state_dict(loaded.state_dict, str(loaded.path)),
+                                     info={**loaded.info, "key_names": "pushpull-net"})
     card = _check_card(loaded, request) if loaded.card is not None else _card_for_plain(loaded, request)
     model = build_from_card(card)
     load_weights(model, loaded.state_dict, source=str(loaded.path))

@@ -12,6 +12,7 @@ from __future__ import annotations
 import dataclasses
 import difflib
 import fnmatch
+import math
 from dataclasses import dataclass
 from typing import Callable
 
@@ -20,6 +21,7 @@ from torch import nn
 from robustbench_pp.preprocessing import CIFAR10_MEAN, CIFAR10_STD, IMAGENET_MEAN, IMAGENET_STD
 
 STEMS = ("cifar", "imagenet")
+INHIBITION_MODES = ("fixed", "trainable")
 
 INPUT_SIZE = {"cifar": 32, "imagenet": 224}
 # A model's default normalisation by stem (PushPull-Net's CIFAR-10 values for 32 px models).
@@ -34,7 +36,7 @@ class ModelCard:
     architecture: str  # family and depth, e.g. "resnet18"
     stem: str  # "cifar" (3x3 s1, no max pool) or "imagenet" (7x7 s2 + max pool)
     first_layer: str  # "conv" or "pushpull"
-    avg_kernel_size: int  # pull average pooling size (0 for a plain conv stem)
+    avg_kernel_size: int  # pull average pooling size (0: no pooling, and for a plain conv stem)
     inhibition_mode: str | None  # "fixed" | "trainable" for PushPull, None for conv
     input_size: int  # square input side in pixels
     mean: tuple[float, float, float]  # per-channel mean subtracted from [0,1] RGB
@@ -43,6 +45,11 @@ class ModelCard:
     width: int  # base channel width (64 = the standard ResNet)
     paper: str  # citation of the architecture / first layer
     inhibition_strength: float | None = None  # the fixed α, None when trainable or conv
+
+    def __post_init__(self) -> None:
+        problems = _card_problems(self)
+        if problems:
+            raise ValueError("invalid model card: " + "; ".join(problems))
 
     def to_dict(self) -> dict:
         """The card as a JSON-ready dict (tuples become lists)."""
@@ -65,6 +72,76 @@ class ModelCard:
         return cls(**values)
 
 
+def _is_int(value) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _is_number(value) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+
+
+def _card_problems(card: ModelCard) -> list[str]:
+    """What makes a card unusable (each naming the field, in quotes: card fields are not the
+    caller's parameters), empty when it is valid."""
+    problems = []
+    if not isinstance(card.name, str) or not card.name:
+        problems.append(f"'name' must be a non-empty string, got {card.name!r}")
+    for field_name in ("input_size", "num_classes", "width"):
+        value = getattr(card, field_name)
+        if not _is_int(value) or value < 1:
+            problems.append(f"'{field_name}' must be a positive integer, got {value!r}")
+    if not _is_int(card.avg_kernel_size) or card.avg_kernel_size < 0:
+        problems.append(f"'avg_kernel_size' must be a non-negative integer, got {card.avg_kernel_size!r}")
+    problems += normalisation_problems(card.mean, card.std, quote="'")
+    if card.stem not in STEMS:
+        problems.append(f"'stem' must be one of {', '.join(STEMS)}, got {card.stem!r}")
+    if card.first_layer not in ("conv", "pushpull"):
+        problems.append(f"'first_layer' must be 'conv' or 'pushpull', got {card.first_layer!r}")
+    if card.inhibition_mode not in (None, *INHIBITION_MODES):
+        problems.append(f"'inhibition_mode' must be null, 'fixed' or 'trainable', got {card.inhibition_mode!r}")
+    if card.inhibition_strength is not None and not _is_number(card.inhibition_strength):
+        problems.append(f"'inhibition_strength' must be a finite number or null, got {card.inhibition_strength!r}")
+    return problems
+
+
+def normalisation_problems(mean, std, quote: str = "`") -> list[str]:
+    """What is wrong with a per-channel normalisation, each naming mean or std between
+    ``quote`` (backticks: the caller's parameters); empty when valid."""
+    problems = []
+    for field_name, value in (("mean", mean), ("std", std)):
+        if not isinstance(value, tuple) or len(value) != 3 or not all(_is_number(v) for v in value):
+            problems.append(f"{quote}{field_name}{quote} must be 3 finite numbers (one per RGB channel), got {value!r}")
+        elif field_name == "std" and not all(v > 0 for v in value):
+            problems.append(f"{quote}std{quote} must be positive in every channel (inputs are divided by it), "
+                            f"got {value!r}")
+    return problems
+
+
+def card_disagreements(card: ModelCard) -> list[str]:
+    """Where a card contradicts the registered model its name denotes (empty when it agrees).
+
+    The name decides the builder (``resnet18_pp3``: ResNet-18, PushPull stem, pooling 3); a
+    card whose ``architecture``, ``first_layer``, ``avg_kernel_size``, ``stem`` or
+    ``inhibition_mode`` says otherwise was edited, and its results would carry the wrong label.
+    An unregistered name is left to :func:`build_from_card` (which suggests close names).
+    """
+    entry = _REGISTRY.get(card.name)
+    if entry is None:
+        return []
+    found = [
+        f"'{field_name}' is {actual!r} but {card.name} has {expected!r}"
+        for field_name, actual, expected in (("architecture", card.architecture, entry.architecture),
+                                             ("first_layer", card.first_layer, entry.first_layer),
+                                             ("avg_kernel_size", card.avg_kernel_size, entry.avg_kernel_size))
+        if actual != expected
+    ]
+    if card.stem not in entry.stems:
+        found.append(f"'stem' is {card.stem!r} but {card.name} has only {', '.join(entry.stems)}")
+    if (card.inhibition_mode is None) != (entry.first_layer != "pushpull"):
+        found.append(f"'inhibition_mode' is {card.inhibition_mode!r} for a {entry.first_layer} first layer")
+    return found
+
+
 @dataclass(frozen=True)
 class _Entry:
     name: str
@@ -80,7 +157,6 @@ class _Entry:
 
 
 _REGISTRY: dict[str, _Entry] = {}
-INHIBITION_MODES = ("fixed", "trainable")
 
 
 def register_model(

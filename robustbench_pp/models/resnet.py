@@ -162,7 +162,8 @@ for _depth in _DEPTHS:
     register_model(f"resnet{_depth}", architecture=f"resnet{_depth}", paper=RESNET_PAPER, infer_width=_resnet_width)(
         partial(_build, _depth, "conv", 0)
     )
-    for _avg in (3, 5):
+    # _pp0: PushPull without pooling of the pull response (avg_kernel_size=0 runs of the PushPull-Net code).
+    for _avg in (0, 3, 5):
         register_model(
             f"resnet{_depth}_pp{_avg}",
             architecture=f"resnet{_depth}",

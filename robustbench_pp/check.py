@@ -24,7 +24,7 @@ import json
 from dataclasses import dataclass
 
 from robustbench_pp.metrics import mean_corruption_error, unnormalized_mean_error
-from robustbench_pp.names import CLEAN, CORRUPTIONS
+from robustbench_pp.names import CLEAN, CORRUPTIONS, DEFAULT_PROTOCOL
 from robustbench_pp.results import ALEXNET_REFERENCE, RunTable, is_imagenet_c, mean_error_intervals
 
 OK, REGRESSION, INCOMPARABLE = 0, 1, 2
@@ -125,9 +125,9 @@ def _subset(table: RunTable) -> str | None:
 def incomparability(results: RunTable, reference: RunTable) -> list[str]:
     """Why two runs cannot be compared (empty list when they can).
 
-    Different dataset, corruption preset, image subset (``limit``) or number of images per
-    cell make the errors measure different things; so does a new run that lacks cells the
-    reference has.
+    Different dataset, corruption preset, evaluation protocol (records without one used
+    ``imagenet-c``), image subset (``limit``) or number of images per cell make the errors
+    measure different things; so does a new run that lacks cells the reference has.
     """
     reasons = []
     if results.dataset != reference.dataset:
@@ -135,6 +135,9 @@ def incomparability(results: RunTable, reference: RunTable) -> list[str]:
     new_preset, old_preset = results.provenance.get("preset"), reference.provenance.get("preset")
     if new_preset != old_preset:
         reasons.append(f"preset: {new_preset!r} vs reference {old_preset!r}")
+    new_protocol, old_protocol = (table.provenance.get("protocol") or DEFAULT_PROTOCOL for table in (results, reference))
+    if new_protocol != old_protocol:  # the clean cell is framed differently: E and R_net differ
+        reasons.append(f"protocol: {new_protocol!r} vs reference {old_protocol!r}")
     if _subset(results) != _subset(reference):
         reasons.append(f"subset: {_subset(results) or 'full set'} vs reference {_subset(reference) or 'full set'}")
     if results.num_images != reference.num_images:

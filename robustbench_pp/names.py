@@ -1,4 +1,4 @@
-"""The corruption names, their groups and the canonical order: defined here once.
+"""The corruption names, their groups and the canonical order, and the evaluation protocols: defined here once.
 
 Every other module imports these; nothing else spells the list out.
 """
@@ -48,6 +48,13 @@ SEVERITIES: tuple[int, ...] = (1, 2, 3, 4, 5)
 #: The name and severity of the clean (uncorrupted) cell in result records.
 CLEAN = "clean"
 CLEAN_SEVERITY = 0
+
+#: Evaluation protocols: how the clean cell of an ImageNet set is framed. "imagenet-c" uses the
+#: corrupted images' own framing, Resize(256) -> CenterCrop(224); "pushpull-net" the PushPull-Net
+#: code's clean evaluation, Resize(224) -> CenterCrop(224) (its published E and R_net).
+PROTOCOLS: tuple[str, ...] = ("imagenet-c", "pushpull-net")
+#: The protocol of runs that do not name one (every run made before protocols existed).
+DEFAULT_PROTOCOL = "imagenet-c"
 
 
 def group_of(corruption: str) -> str:

@@ -61,7 +61,7 @@ def test_registry_lists_the_issue_datasets_and_suggests_close_names():
         assert name in list_datasets()
     spec = get_dataset("cifar10-c")
     assert (spec.image_size, spec.num_classes, spec.preset, spec.layout) == (32, 10, "cifar", "npy")
-    assert get_dataset("cifar10-c-224").preset == "imagenet"
+    assert get_dataset("cifar10-c-224").preset == "pushpull-224"  # imagenet rows, elastic x 224
     assert get_dataset("imagenet-c").layout == "jpeg-folders"
     assert len(get_dataset("imagenet100-c").wnids()) == 100
     assert get_dataset("imagenet200-c").wnids() == tuple(sorted(get_dataset("imagenet200-c").wnids()))
@@ -320,7 +320,7 @@ def test_cifar10_c_224_upsamples_bicubically(tmp_path):
     data = open_corrupted(spec, source_root=tmp_path, on_the_fly=True, corruptions=["brightness"], severities=[1])
     (batch, labels), = data.batches("brightness", 1, batch_size=4, num_workers=0)
     assert batch.shape == (4, 3, 224, 224) and labels.tolist() == [0, 1, 2, 3]
-    assert data.describe()["preset"] == "imagenet"
+    assert data.describe()["preset"] == "pushpull-224"
 
 
 def test_downloads_are_explicit_and_licensed_sources_refuse(tmp_path):

@@ -27,11 +27,13 @@ def _with_ci(value, intervals, key) -> str:
 def _rows(metrics) -> list[tuple[str, str]]:
     """(label, text) lines of the metrics table."""
     from robustbench_pp.metrics import R_NET_LABELS
+    from robustbench_pp.names import DEFAULT_PROTOCOL
 
     table, summary, intervals = metrics.table, metrics.summary, metrics.intervals
     rows = [
         ("model", table.label),
         ("dataset", f"{table.dataset} ({table.num_images} images per cell)"),
+        ("protocol", table.provenance.get("protocol") or DEFAULT_PROTOCOL),
         ("clean error E (%)", _pct(summary.clean_error)),
         ("mCE (%)", _with_ci(summary.mce, intervals, "mce")),
         ("relative mCE (%)", _pct(summary.relative_mce)),
@@ -66,7 +68,10 @@ def print_summary(results_file: str, reference_choice: str | None, baseline: str
         baseline_table = results.load_run(baseline) if baseline else None
         metrics = results.run_metrics(table, reference, baseline_table)
     if as_json:
-        click.echo(json.dumps(metrics.to_json(), indent=2))
+        from robustbench_pp.names import DEFAULT_PROTOCOL
+
+        protocol = table.provenance.get("protocol") or DEFAULT_PROTOCOL
+        click.echo(json.dumps({**metrics.to_json(), "protocol": protocol}, indent=2))
         return
     rows = _rows(metrics)
     width = max(len(k) for k, _ in rows)

@@ -1,4 +1,5 @@
-"""The corruption engine: 19 corruptions × 5 severities × 2 parameter presets, batched in torch.
+"""The corruption engine: 19 corruptions × 5 severities × 2 parameter presets (and "pushpull-224",
+the imagenet rows with the PushPull-Net code's elastic scale), batched in torch.
 
     >>> from robustbench_pp.corruptions import corrupt, PRESETS, corruption_parameters
     >>> out = corrupt(images, "snow", 3, preset="cifar", seed=0, index_offset=0)

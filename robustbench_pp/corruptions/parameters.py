@@ -14,8 +14,11 @@ from types import MappingProxyType
 
 from robustbench_pp.names import ALL_CORRUPTIONS, SEVERITIES
 
-#: The parameter sets: "cifar" made CIFAR-10-C (32 px), "imagenet" made ImageNet-C (224 px).
-PRESETS: tuple[str, ...] = ("cifar", "imagenet")
+#: The parameter sets: "cifar" made CIFAR-10-C (32 px), "imagenet" made ImageNet-C (224 px);
+#: "pushpull-224" is what the PushPull-Net code's CIFAR-10-C-224 generator used: the imagenet
+#: rows, except elastic_transform scaled by the image size 224 where ImageNet-C's code used 244.
+PRESETS: tuple[str, ...] = ("cifar", "imagenet", "pushpull-224")
+_ELASTIC_IMAGENET = ((2, 0.7, 0.1), (2, 0.08, 0.2), (0.05, 0.01, 0.02), (0.07, 0.01, 0.02), (0.12, 0.01, 0.02))
 
 
 def _times(scale: float, rows):
@@ -92,7 +95,9 @@ _TABLE = {
     "elastic_transform": {  # alpha, sigma, affine jitter: in pixels (size x fraction)
         "cifar": _times(32, ((0, 0, 0.08), (0.05, 0.2, 0.07), (0.08, 0.06, 0.06), (0.1, 0.04, 0.05), (0.1, 0.03, 0.03))),
         # 244, not 224: what the released ImageNet-C used.
-        "imagenet": _times(244, ((2, 0.7, 0.1), (2, 0.08, 0.2), (0.05, 0.01, 0.02), (0.07, 0.01, 0.02), (0.12, 0.01, 0.02))),
+        "imagenet": _times(244, _ELASTIC_IMAGENET),
+        # 224: the PushPull-Net code's CIFAR-10-C-224 (same fractions, × its image size).
+        "pushpull-224": _times(224, _ELASTIC_IMAGENET),
     },
     "pixelate": {  # downscale factor (box filter down and up)
         "cifar": (0.95, 0.9, 0.85, 0.75, 0.65),
@@ -137,10 +142,15 @@ def _as_row(value) -> tuple:
     return tuple(value) if isinstance(value, tuple) else (value,)
 
 
+def _with_derived(by_preset: dict) -> dict:
+    """A corruption's rows per preset; "pushpull-224" is the imagenet rows unless it has its own."""
+    return {**by_preset, "pushpull-224": by_preset.get("pushpull-224", by_preset["imagenet"])}
+
+
 #: name -> preset -> five rows (tuples), read-only.
 PARAMETERS: MappingProxyType = MappingProxyType(
     {
-        name: MappingProxyType({preset: tuple(_as_row(v) for v in rows) for preset, rows in by_preset.items()})
+        name: MappingProxyType({preset: tuple(_as_row(v) for v in rows) for preset, rows in _with_derived(by_preset).items()})
         for name, by_preset in _TABLE.items()
     }
 )
@@ -186,7 +196,7 @@ def corruption_parameters(name: str, preset: str = "imagenet", severity: int | N
 
     Args:
         name: one of the 19 corruption names (robustbench_pp.names.ALL_CORRUPTIONS).
-        preset: "cifar" or "imagenet".
+        preset: "cifar", "imagenet" or "pushpull-224".
         severity: 1..5 for one row; None for all five.
 
     Returns:

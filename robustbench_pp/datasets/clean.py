@@ -3,11 +3,15 @@
 :func:`open_clean_source` returns a :class:`CleanSource` whose ``images(indices)`` gives
 uint8 N×H×W×3 arrays already at the spec's ``image_size``. The one geometry function of a
 spec is used for the clean cell, for on-the-fly corruption and for generation, so clean and
-corrupted images of the same source image are always framed identically.
+corrupted images of the same source image are always framed identically, under the default
+protocol. The ``pushpull-net`` protocol frames the clean cell of ImageNet sets as the
+PushPull-Net code evaluated it, Resize(224) → CenterCrop(224) (:func:`clean_geometry`,
+:meth:`CleanSource.for_protocol`); the corrupted images keep ImageNet-C's Resize(256).
 """
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import os
 from dataclasses import dataclass, field
@@ -22,8 +26,29 @@ from robustbench_pp.datasets.sources import (
     load_fashion_mnist,
 )
 from robustbench_pp.datasets.specs import DatasetSpec
+from robustbench_pp.names import DEFAULT_PROTOCOL, PROTOCOLS
 
 IMAGENET_RESIZE = 256  # shorter side before the centre crop, as ImageNet-C was made
+# Shorter side of each "resize<S>-crop<C>" geometry.
+_RESIZE_GEOMETRIES = {"resize256-crop224": IMAGENET_RESIZE, "resize224-crop224": 224}
+
+
+def clean_geometry(spec: DatasetSpec, protocol: str = DEFAULT_PROTOCOL) -> str:
+    """The geometry of a spec's clean cell under an evaluation protocol.
+
+    ``imagenet-c`` keeps the spec's geometry (clean and corrupted framed alike);
+    ``pushpull-net`` frames ImageNet's clean images Resize(224) → CenterCrop(224), as the
+    PushPull-Net code did (its published clean errors E, and so R_net, were measured that way).
+    Other geometries are the same under both protocols.
+
+    Raises:
+        ValueError: an unknown protocol (naming `protocol`).
+    """
+    if protocol not in PROTOCOLS:
+        raise ValueError(f"`protocol` must be one of {', '.join(PROTOCOLS)}, got {protocol!r}")
+    if protocol == "pushpull-net" and spec.geometry == "resize256-crop224":
+        return "resize224-crop224"
+    return spec.geometry
 
 
 def resize_shorter_center_crop(image, resize: int = IMAGENET_RESIZE, crop: int = 224) -> np.ndarray:
@@ -57,18 +82,19 @@ def upsample_bicubic(images: np.ndarray, size: int) -> np.ndarray:
     return out
 
 
-def decode_source_file(path: Path, spec: DatasetSpec) -> np.ndarray:
-    """Decode one clean source file and bring it to the spec's geometry.
+def decode_source_file(path: Path, spec: DatasetSpec, geometry: str | None = None) -> np.ndarray:
+    """Decode one clean source file and bring it to a geometry (default: the spec's).
 
     Raises:
         SourceError: the file cannot be decoded.
     """
     from PIL import Image
 
+    geometry = geometry or spec.geometry
     try:
         with Image.open(path) as image:
-            if spec.geometry == "resize256-crop224":
-                return resize_shorter_center_crop(image, IMAGENET_RESIZE, spec.image_size)
+            if geometry in _RESIZE_GEOMETRIES:
+                return resize_shorter_center_crop(image, _RESIZE_GEOMETRIES[geometry], spec.image_size)
             array = np.asarray(image.convert("RGB"), dtype=np.uint8)
     except OSError as exc:
         raise SourceError(f"cannot decode clean source image {path}: {exc}") from exc
@@ -92,11 +118,19 @@ class CleanSource:
     paths: list[Path] | None = None
     keys: list[str] | None = None  # "<wnid>/<file name>" per image (file sources)
     class_names: tuple[str, ...] | None = None  # wnids in class-index order (file sources)
+    geometry: str | None = None  # None: the spec's; see clean_geometry
     _fingerprint: str | None = field(default=None, repr=False)
 
     @property
     def num_images(self) -> int:
         return len(self.labels)
+
+    def for_protocol(self, protocol: str) -> CleanSource:
+        """This source as the clean cell of ``protocol`` sees it (itself when the framing is the same)."""
+        geometry = clean_geometry(self.spec, protocol)
+        if geometry == (self.geometry or self.spec.geometry):
+            return self
+        return dataclasses.replace(self, geometry=geometry, _fingerprint=None)
 
     def images(self, indices) -> np.ndarray:
         """The images at ``indices`` (canonical order), uint8 N×S×S×3 at the spec's geometry."""
@@ -108,7 +142,7 @@ class CleanSource:
             return raw
         out = np.empty((len(indices), self.spec.image_size, self.spec.image_size, 3), dtype=np.uint8)
         for slot, index in enumerate(indices):
-            out[slot] = decode_source_file(self.paths[index], self.spec)
+            out[slot] = decode_source_file(self.paths[index], self.spec, self.geometry)
         return out
 
     def fingerprint(self) -> str:
@@ -117,7 +151,7 @@ class CleanSource:
         JPEGs on each evaluation would cost minutes."""
         if self._fingerprint is None:
             digest = hashlib.sha256()
-            digest.update(f"{self.spec.source}|{self.spec.geometry}|{self.spec.image_size}|".encode())
+            digest.update(f"{self.spec.source}|{self.geometry or self.spec.geometry}|{self.spec.image_size}|".encode())
             if self.array is not None:
                 digest.update(np.ascontiguousarray(self.array).tobytes())
             else:

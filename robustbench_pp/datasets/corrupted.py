@@ -17,7 +17,7 @@ from typing import Callable, Iterator
 
 import numpy as np
 
-from robustbench_pp.datasets.clean import open_clean_source
+from robustbench_pp.datasets.clean import clean_geometry, open_clean_source
 from robustbench_pp.datasets.layouts import (
     CellTable,
     CleanAccess,
@@ -30,7 +30,7 @@ from robustbench_pp.datasets.loader import CleanReader, LoadOptions, OnTheFlyRea
 from robustbench_pp.datasets.manifest import MANIFEST_NAME, ManifestError, read_manifest
 from robustbench_pp.datasets.sources import SourceError
 from robustbench_pp.datasets.specs import DatasetSpec, get_dataset
-from robustbench_pp.names import ALL_CORRUPTIONS, CLEAN, CLEAN_SEVERITY
+from robustbench_pp.names import ALL_CORRUPTIONS, CLEAN, CLEAN_SEVERITY, DEFAULT_PROTOCOL
 
 MODES = ("released", "generated", "on-the-fly")
 
@@ -54,6 +54,7 @@ class CorruptedDataset:
     origin: DataOrigin
     clean: CleanAccess
     table: CellTable
+    protocol: str = DEFAULT_PROTOCOL  # how the clean cell is framed (see datasets.clean.clean_geometry)
     _fingerprint: str | None = field(default=None, repr=False)
 
     @property
@@ -92,7 +93,7 @@ class CorruptedDataset:
         if (corruption, severity) == (CLEAN, CLEAN_SEVERITY):
             if self.clean.source is None:
                 raise DataNotFoundError(f"the clean cell of {self.spec.name} needs its clean source: {self.clean.error}")
-            return CleanReader(self.clean.source, self.source_indices)
+            return CleanReader(self.clean.source.for_protocol(self.protocol), self.source_indices)
         try:
             return self.cells[(corruption, severity)]
         except KeyError:
@@ -146,7 +147,7 @@ class CorruptedDataset:
             digest.update(f"{self.spec.name}|{self.mode}|{self.num_images}\n".encode())
             digest.update(np.ascontiguousarray(self.source_indices).tobytes())
             if self.clean.source is not None:
-                digest.update(f"clean:{self.clean.source.fingerprint()}\n".encode())
+                digest.update(f"clean:{self.clean.source.for_protocol(self.protocol).fingerprint()}\n".encode())
             if self.origin.layout is None:
                 from robustbench_pp._version import __version__
 
@@ -178,6 +179,8 @@ class CorruptedDataset:
             "source_root": str(self.clean.root),
             "image_size": self.spec.image_size,
             "geometry": self.spec.geometry,
+            "protocol": self.protocol,
+            "clean_geometry": clean_geometry(self.spec, self.protocol),
             "layout": self.spec.layout,
             "num_images": self.num_images,
             "fingerprint_method": method,
@@ -203,7 +206,8 @@ class CorruptedDataset:
 
 
 def open_corrupted(name, *, data_root=None, source_root=None, on_the_fly: bool = False, seed: int = 0,
-                   jpeg_roundtrip: bool = False, corruptions=None, severities=None) -> CorruptedDataset:
+                   jpeg_roundtrip: bool = False, corruptions=None, severities=None,
+                   protocol: str = DEFAULT_PROTOCOL) -> CorruptedDataset:
     """Open a dataset for evaluation after a structural check of its files.
 
     Args:
@@ -216,6 +220,8 @@ def open_corrupted(name, *, data_root=None, source_root=None, on_the_fly: bool =
             quality, as the released ImageNet-C files were.
         corruptions: restrict to these (default: every corruption present; all 19 on the fly).
         severities: restrict to these (default 1..5; a generated set's own by default).
+        protocol: "imagenet-c" (default: the clean cell framed as the corrupted images) or
+            "pushpull-net" (ImageNet's clean cell Resize(224) → CenterCrop(224)).
 
     Returns:
         A :class:`CorruptedDataset`.
@@ -230,10 +236,11 @@ def open_corrupted(name, *, data_root=None, source_root=None, on_the_fly: bool =
         >>> images, labels = next(data.batches("fog", 3, batch_size=256))
     """
     spec = get_dataset(name)
+    clean_geometry(spec, protocol)  # validates the protocol
     selection = Selection.checked(corruptions, severities)
     clean = _find_clean(spec, source_root)
     if on_the_fly:
-        return _on_the_fly(spec, clean, selection, seed, jpeg_roundtrip)
+        return _on_the_fly(spec, clean, selection, seed, jpeg_roundtrip, protocol)
     if jpeg_roundtrip:
         raise ValueError("`jpeg_roundtrip` simulates the released JPEG files on the fly; it needs on_the_fly=True")
     layout = layout_for(spec, spec.resolve_data_root(data_root))
@@ -246,7 +253,7 @@ def open_corrupted(name, *, data_root=None, source_root=None, on_the_fly: bool =
         origin = DataOrigin("released", seed=None, layout=layout)
     else:
         origin = DataOrigin("generated", seed=manifest["seed"], layout=layout, manifest=manifest)
-    return CorruptedDataset(spec, origin, clean, layout.open_cells(manifest, clean, selection))
+    return CorruptedDataset(spec, origin, clean, layout.open_cells(manifest, clean, selection), protocol)
 
 
 def _find_clean(spec: DatasetSpec, source_root) -> CleanAccess:
@@ -259,7 +266,7 @@ def _find_clean(spec: DatasetSpec, source_root) -> CleanAccess:
 
 
 def _on_the_fly(spec: DatasetSpec, clean: CleanAccess, selection: Selection, seed: int,
-                jpeg_roundtrip: bool) -> CorruptedDataset:
+                jpeg_roundtrip: bool, protocol: str) -> CorruptedDataset:
     source = clean.source
     if source is None:
         raise DataNotFoundError(f"on-the-fly corruption of {spec.name} needs its clean source: {clean.error}")
@@ -268,7 +275,7 @@ def _on_the_fly(spec: DatasetSpec, clean: CleanAccess, selection: Selection, see
                                                       spec.jpeg_quality)
                for corruption in selection.corruptions or ALL_CORRUPTIONS for severity in selection.severities}
     origin = DataOrigin("on-the-fly", seed, jpeg_roundtrip)
-    return CorruptedDataset(spec, origin, clean, CellTable(source.labels, indices, readers))
+    return CorruptedDataset(spec, origin, clean, CellTable(source.labels, indices, readers), protocol)
 
 
 def _read_own_manifest(spec: DatasetSpec, root: Path) -> dict | None:

@@ -39,7 +39,7 @@ class DatasetSpec:
     source: str  # clean source kind: "fashion-mnist" | "cifar10" | "cifar100" | "imagenet"
     image_size: int  # side of the square images the model sees (clean and corrupted)
     num_classes: int
-    preset: str  # corruption parameter set: "cifar" (32 px) or "imagenet" (224 px)
+    preset: str  # corruption parameter set: "cifar" (32 px), "imagenet" (224 px) or "pushpull-224"
     layout: str  # corrupted files: "npy" (CIFAR-10-C blocks) or "jpeg-folders" (ImageNet-C)
     geometry: str  # clean image -> model input: "pad-32", "identity", "bicubic-224", "resize256-crop224"
     default_data_root: str  # corrupted files, relative to the corruptions home
@@ -112,11 +112,12 @@ _SPECS: tuple[DatasetSpec, ...] = (
     ),
     DatasetSpec(
         name="cifar10-c-224", source="cifar10", image_size=224, num_classes=10,
-        preset="imagenet", layout="npy",
+        preset="pushpull-224", layout="npy",
         geometry="bicubic-224", default_data_root="corruptions/cifar10-c-224",
         default_source_root=_CIFAR_ROOT, source_env="CIFAR_ROOT", num_images=10000,
-        description="PushPull-Net variant: CIFAR-10 test upsampled bicubically to 224, imagenet preset "
-        "(npy layout, 7.5 GB per corruption; on-the-fly is usually the better choice)",
+        description="PushPull-Net variant: CIFAR-10 test upsampled bicubically to 224, imagenet preset with "
+        "elastic_transform x 224 as its generator (npy layout, 7.5 GB per corruption; on-the-fly is usually "
+        "the better choice)",
     ),
     DatasetSpec(
         name="imagenet-c", source="imagenet", image_size=224, num_classes=1000,

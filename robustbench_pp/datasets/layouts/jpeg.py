@@ -4,6 +4,10 @@ Corrupted images are stored at the dataset's size (224 px) and never resized whe
 generated cell also holds ``SHA256SUMS`` (one line per image), the file its manifest entry
 records. Image files keep the validation set's names with the ``.JPEG`` suffix.
 
+A class subset (ImageNet-100-C, ImageNet-200-C: a spec with a wnid list) also reads a full
+ImageNet-C folder: class folders outside the subset are ignored, and labels are the wnid's
+position in the subset's sorted list, as the PushPull-Net code evaluated them.
+
 Generation writes a cell's images into ``.partial/<corruption>-<severity>/`` (each image
 under a temporary name, then renamed), so a rerun skips the images already there; the
 folder is renamed into place and recorded in the manifest once every image is written.
@@ -39,30 +43,38 @@ from robustbench_pp.names import ALL_CORRUPTIONS
 SUMS_FILE = "SHA256SUMS"
 
 
-def list_jpeg_cell(cell: Path) -> list[str]:
+def list_jpeg_cell(cell: Path, wnids: Sequence[str] | None = None) -> list[str]:
     """Sorted ``<wnid>/<file>`` keys of one ImageNet-C cell folder.
+
+    Args:
+        cell: the ``<corruption>/<severity>`` folder.
+        wnids: keep only these class folders (a class subset read from a full folder).
 
     Raises:
         LayoutError: the folder is missing.
     """
     if not cell.is_dir():
         raise LayoutError(f"severity folder {cell} not found (incomplete download or generation)")
+    wanted = None if wnids is None else set(wnids)
     keys = []
-    for wnid in sorted(entry.name for entry in os.scandir(cell) if entry.is_dir()):
+    for wnid in sorted(entry.name for entry in os.scandir(cell) if entry.is_dir()
+                       and (wanted is None or entry.name in wanted)):
         keys.extend(f"{wnid}/{entry.name}" for entry in os.scandir(cell / wnid) if entry.is_file()
                     and not entry.name.startswith("."))
     keys.sort()
     return keys
 
 
-def check_jpeg_cell(cell: Path, expected_keys: Sequence[str], image_size: int) -> None:
-    """Check one cell's listing against the expected keys and the size of its first image.
+def check_jpeg_cell(cell: Path, expected_keys: Sequence[str], image_size: int,
+                    wnids: Sequence[str] | None = None) -> None:
+    """Check one cell's listing (restricted to ``wnids`` when given) against the expected keys
+    and the size of its first image.
 
     Raises:
         LayoutError: naming the cell and the first missing or unexpected file, or the first
             image when it is not image_size×image_size.
     """
-    keys = list_jpeg_cell(cell)
+    keys = list_jpeg_cell(cell, wnids)
     if keys != list(expected_keys):
         have, want = set(keys), set(expected_keys)
         missing, extra = sorted(want - have), sorted(have - want)
@@ -185,7 +197,7 @@ class JpegFolderLayout(Layout):
         for corruption in selected:
             for severity in selection.severities:
                 cell = self.cell_dir(corruption, severity)
-                check_jpeg_cell(cell, keys, self.spec.image_size)
+                check_jpeg_cell(cell, keys, self.spec.image_size, self.spec.wnids())
                 readers[(corruption, severity)] = JpegCellReader(cell, keys, self.spec.image_size)
         if manifest is not None:
             self._check_recorded(manifest, readers)
@@ -201,14 +213,12 @@ class JpegFolderLayout(Layout):
         if not selected:
             raise DataNotFoundError(f"{self.root} holds no corruption folder and the clean source is missing: "
                                     f"{clean.error}")
-        keys = list_jpeg_cell(self.cell_dir(selected[0], severities[0]))
+        # A class subset keeps only its own class folders (a full ImageNet-C folder holds all
+        # 1000) and labels each image by its wnid's position in the subset's sorted list.
+        keys = list_jpeg_cell(self.cell_dir(selected[0], severities[0]), self.spec.wnids())
         class_names = self.spec.wnids() or tuple(sorted({key.split("/")[0] for key in keys}))
         index_of = {wnid: i for i, wnid in enumerate(class_names)}
-        try:
-            labels = np.array([index_of[key.split("/")[0]] for key in keys], dtype=np.int64)
-        except KeyError as exc:
-            raise LayoutError(f"{self.corruption_path(selected[0])} has a class folder {exc} outside "
-                              f"{self.spec.name}'s classes") from None
+        labels = np.array([index_of[key.split("/")[0]] for key in keys], dtype=np.int64)
         if source_indices is None:
             source_indices = np.arange(len(keys), dtype=np.int64)
         return keys, labels, source_indices

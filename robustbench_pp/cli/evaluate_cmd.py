@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import sys
 from pathlib import Path
 
@@ -10,6 +11,7 @@ import click
 from robustbench_pp.cli._errors import library_errors, with_flags
 from robustbench_pp.cli.metrics_cmd import REFERENCE_ALIASES, print_summary
 from robustbench_pp.cli.models_cmd import MODEL_FLAG_ALIASES
+from robustbench_pp.names import DEFAULT_PROTOCOL, PROTOCOLS
 
 #: Library parameters that ``rbpp evaluate`` sets under another option name.
 EVALUATE_ALIASES = {
@@ -27,6 +29,28 @@ def _split_list(value: str | None, cast=str):
         return tuple(cast(part.strip()) for part in value.split(",") if part.strip())
     except ValueError:
         raise click.BadParameter(f"expected a comma-separated list, got {value!r}") from None
+
+
+class ChannelStats(click.ParamType):
+    """Three comma-separated finite numbers (per RGB channel), positive ones for a std."""
+
+    name = "R,G,B"
+
+    def __init__(self, positive: bool = False):
+        self.positive = positive
+
+    def convert(self, value, param, ctx):
+        if isinstance(value, tuple):
+            return value
+        try:
+            numbers = tuple(float(part) for part in str(value).split(","))
+        except ValueError:
+            numbers = ()
+        if len(numbers) != 3 or not all(math.isfinite(v) and (v > 0 or not self.positive) for v in numbers):
+            kind = "positive " if self.positive else ""
+            self.fail(f"expected 3 comma-separated {kind}finite numbers (one per RGB channel), got {value!r}",
+                      param, ctx)
+        return numbers
 
 
 def _progress_factory(enabled: bool):
@@ -50,7 +74,18 @@ def _progress_factory(enabled: bool):
 
 
 @click.command()
-@click.option("--model", default=None, help="Registered model name (optional when the checkpoint has a card).")
+@click.option("--model", default=None,
+              help="Registered name (optional when the checkpoint has a card), PATH.py:FACTORY, "
+                   "package.module:FACTORY, torchvision/NAME, timm/NAME or an entry point (see `rbpp models`).")
+@click.option("--mean", type=ChannelStats(), default=None,
+              help="External models: input normalisation mean R,G,B (default: the family's or the dataset's).")
+@click.option("--std", type=ChannelStats(positive=True), default=None,
+              help="External models: input normalisation std R,G,B (default: the family's or the dataset's).")
+@click.option("--input-size", type=click.IntRange(min=1, max=4096), default=None,
+              help="External models: square input side (default: the family's or the dataset's image size).")
+@click.option("--protocol", type=click.Choice(PROTOCOLS), default=DEFAULT_PROTOCOL, show_default=True,
+              help="Clean ImageNet framing: imagenet-c = Resize(256)->CenterCrop(224) as ImageNet-C was made; "
+                   "pushpull-net = Resize(224)->CenterCrop(224) as the PushPull-Net code evaluated it.")
 @click.option("--checkpoint", type=click.Path(dir_okay=False), default=None,
               help="Weights: project checkpoint, plain/torchvision state_dict or PushPull-Net Lightning file.")
 @click.option("--dataset", required=True, help="Dataset spec name, e.g. fashion-mnist-c, cifar10-c, imagenet-c.")
@@ -95,7 +130,8 @@ def evaluate(**options) -> None:
             with warnings.catch_warnings():
                 warnings.simplefilter("always")
                 run = run_evaluation(settings, out=out, resume=options["resume"], partition=partition, shard=shard,
-                                     progress=_progress_factory(partition.is_writer and not options["quiet"]))
+                                     progress=_progress_factory(partition.is_writer and not options["quiet"]),
+                                     announce=click.echo if partition.is_writer else None)
         finally:
             _shutdown()
     if not partition.is_writer:
@@ -131,6 +167,7 @@ def _settings(options: dict):
     settings = EvalSettings(
         dataset=options["dataset"], model=options["model"], checkpoint=options["checkpoint"],
         num_classes=options["num_classes"], stem=options["stem"], width=options["width"],
+        mean=options["mean"], std=options["std"], input_size=options["input_size"], protocol=options["protocol"],
         data_root=options["data_root"], source_root=options["source_root"], on_the_fly=options["on_the_fly"],
         jpeg_roundtrip=options["jpeg_roundtrip"], corruptions=_split_list(options["corruptions"]),
         severities=_split_list(options["severities"], int), limit=options["limit"],

@@ -1,4 +1,4 @@
-"""``rbpp models`` (list registered models with their cards) and ``rbpp train``."""
+"""``rbpp models`` (every model usable by name, with its card and where it comes from) and ``rbpp train``."""
 
 from __future__ import annotations
 
@@ -18,25 +18,39 @@ MODEL_FLAG_ALIASES = {"name": "--model"}
 @click.argument("pattern", required=False)
 @click.option("--stem", type=click.Choice(["cifar", "imagenet"]), default="cifar", show_default=True,
               help="Stem whose card to show.")
-@click.option("--json", "as_json", is_flag=True, help="Print the cards as a JSON list.")
+@click.option("--json", "as_json", is_flag=True, help="Print the models as a JSON list (cards of registered ones).")
 def models(pattern: str | None, stem: str, as_json: bool) -> None:
-    """List registered models (optionally matching a shell PATTERN such as 'resnet*_pp*') with their cards."""
-    from robustbench_pp.models import get_card, list_models
+    """List every model usable with --model (optionally matching a shell PATTERN such as 'resnet*_pp*'),
+    with where it comes from: registered here (with its card) or by an installed package's entry point.
+    'torchvision/*' and 'timm/*' list those libraries' architectures."""
+    from robustbench_pp.models.external import ENTRY_POINT_GROUP, catalog, family_models
 
-    names = list_models(pattern)
-    if not names:
-        raise click.ClickException(f"no registered model matches {pattern!r}; run `rbpp models` for all")
-    cards = [get_card(name, stem=stem) for name in names]
+    entries = catalog(pattern, stem=stem)
+    if not entries:
+        raise click.ClickException(f"no model matches {pattern!r}; run `rbpp models` for all")
     if as_json:
-        click.echo(json.dumps([card.to_dict() for card in cards], indent=2))
+        rows = [{**(entry.card.to_dict() if entry.card else {"name": entry.name}), "source": entry.source,
+                 **({"target": entry.target} if entry.target else {})} for entry in entries]
+        click.echo(json.dumps(rows, indent=2))
         return
-    header = f"{'name':<14} {'arch':<9} {'stem':<8} {'first layer':<12} {'pool':>4} {'inhibition':<10} {'input':>5} {'width':>5}  paper"
-    click.echo(header)
-    for card in cards:
+    if any(entry.card for entry in entries):
+        click.echo(f"{'name':<16} {'source':<15} {'arch':<9} {'stem':<8} {'first layer':<12} {'pool':>4} "
+                   f"{'inhibition':<10} {'input':>5} {'width':>5}  paper")
+    for entry in entries:
+        card = entry.card
+        if card is None:  # entry points and torchvision/timm architectures: no card until built
+            click.echo(f"{entry.name:<16} {entry.source}" + (f"  ({entry.target})" if entry.target else ""))
+            continue
         click.echo(
-            f"{card.name:<14} {card.architecture:<9} {card.stem:<8} {card.first_layer:<12} {card.avg_kernel_size:>4} "
-            f"{card.inhibition_mode or '-':<10} {card.input_size:>5} {card.width:>5}  {card.paper}"
+            f"{card.name:<16} {entry.source:<15} {card.architecture:<9} {card.stem:<8} {card.first_layer:<12} "
+            f"{card.avg_kernel_size:>4} {card.inhibition_mode or '-':<10} {card.input_size:>5} {card.width:>5}  "
+            f"{card.paper}"
         )
+    if pattern is None:
+        counts = ", ".join(f"{family}/NAME ({len(names)} architectures; `rbpp models '{family}/*'`)"
+                           for family, names in family_models().items())
+        click.echo(f"also: {counts}; PATH.py:FACTORY and package.module:FACTORY (your own nn.Module); "
+                   f"packages add models through the entry-point group {ENTRY_POINT_GROUP}")
 
 
 @click.command("train")

@@ -5,13 +5,19 @@ audit (input size) -> plan of cells (clean first) -> per cell: evaluate, reduce 
 ranks, and on the writing rank append one record. With ``resume``, cells recorded by the
 same run are skipped; a file from a different run is refused. Killing the process loses at
 most the cell in flight (records are appended atomically, one per finished cell).
+
+The model is a registered one (:func:`robustbench_pp.models.create_model`), one given in an
+external form (``PATH.py:FACTORY``, ``package.module:FACTORY``, ``torchvision/NAME``,
+``timm/NAME``, an entry point: :mod:`robustbench_pp.models.external`), or a module handed to
+:func:`run_evaluation` directly (:func:`robustbench_pp.evaluate.evaluate_model`). The
+``protocol`` (``imagenet-c`` or ``pushpull-net``) decides how clean ImageNet images are framed;
+it is recorded in every record and, when not the default, in the run's identity.
 """
 
 from __future__ import annotations
 
-import contextlib
 import warnings
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -22,12 +28,11 @@ import torch
 from robustbench_pp import results
 from robustbench_pp.evaluate.distributed import Partition, local_device, reduce_outcome
 from robustbench_pp.evaluate.engine import CellOutcome, Forward, evaluate_cell, find_batch_size, resolve_device
+from robustbench_pp.evaluate.errors import EvaluationError
+from robustbench_pp.evaluate.errors import as_evaluation_error as _as_evaluation_error
+from robustbench_pp.evaluate.model import build_model, ready_model
 from robustbench_pp.metrics.bootstrap import bootstrap_error_ci
-from robustbench_pp.names import CLEAN, CLEAN_SEVERITY
-
-
-class EvaluationError(ValueError):
-    """The run cannot start or continue; the message says why and what to do."""
+from robustbench_pp.names import ALL_CORRUPTIONS, CLEAN, CLEAN_SEVERITY, DEFAULT_PROTOCOL, PROTOCOLS
 
 
 @dataclass(frozen=True)
@@ -35,11 +40,15 @@ class EvalSettings:
     """Everything that defines an evaluation run (the CLI fills it from its options)."""
 
     dataset: str
-    model: str | None = None  # registered name; optional with a checkpoint that carries a card
-    checkpoint: str | None = None  # None: random weights (tests, pipeline benchmarks)
+    model: str | None = None  # registered name or an external form; optional with a checkpoint that carries a card
+    checkpoint: str | None = None  # None: random weights (tests, pipeline benchmarks) or the factory's
     num_classes: int | None = None
     stem: str | None = None
     width: int | None = None
+    mean: tuple[float, ...] | None = None  # external models only (None: the family's or the dataset's usual)
+    std: tuple[float, ...] | None = None  # external models only
+    input_size: int | None = None  # external models only (None: the family's or the dataset's image size)
+    protocol: str = DEFAULT_PROTOCOL  # clean ImageNet framing: "imagenet-c" or "pushpull-net"
     data_root: str | None = None  # released/generated corrupted files
     source_root: str | None = None  # clean source
     on_the_fly: bool = False  # corrupt in memory instead of reading files
@@ -62,52 +71,36 @@ class EvalSettings:
 
 @dataclass
 class RunResult:
-    """What a run did: the records of this invocation and those found when resuming."""
+    """What a run did: the records of this invocation and those found when resuming.
+
+    Attributes:
+        out: the results file (None: records kept in memory only).
+        written: records of the cells evaluated now.
+        skipped: records of the cells found already done (``resume``).
+        seconds, images: totals of the cells evaluated now.
+        card: the model card the run used (its name and preprocessing).
+    """
 
     out: Path | None
     written: list = field(default_factory=list)
     skipped: list = field(default_factory=list)
     seconds: float = 0.0
     images: int = 0
+    card: Any = None
+
+    @property
+    def records(self) -> list:
+        """Every record of the run, clean cell first, then corruptions in canonical order."""
+        def order(record) -> tuple[int, int]:
+            return (-1 if record.corruption == CLEAN else ALL_CORRUPTIONS.index(record.corruption), record.severity)
+
+        return sorted([*self.skipped, *self.written], key=order)
 
     def add(self, record) -> None:
         """Count a record written by this invocation."""
         self.written.append(record)
         self.seconds += record.seconds
         self.images += record.n_total
-
-
-def _recipe_of(model) -> str | None:
-    checkpoint = getattr(model, "checkpoint", None)
-    info = getattr(checkpoint, "info", None) or {}
-    recipe = info.get("recipe", info.get("augmentation"))
-    if isinstance(recipe, dict):
-        recipe = recipe.get("augment") or recipe.get("name")
-    return str(recipe) if recipe is not None else None
-
-
-@contextlib.contextmanager
-def _as_evaluation_error() -> Iterator[None]:
-    """Library errors (bad model, data or results file) re-raised as :class:`EvaluationError`."""
-    try:
-        yield
-    except EvaluationError:
-        raise
-    except (ValueError, OSError) as exc:
-        raise EvaluationError(str(exc)) from None
-
-
-def build_model(settings: EvalSettings):
-    """The model and its card, from the checkpoint (or random weights).
-
-    Raises:
-        EvaluationError: an unknown model, or a checkpoint that is missing or does not fit.
-    """
-    from robustbench_pp.models import create_model
-
-    with _as_evaluation_error():
-        return create_model(settings.model, num_classes=settings.num_classes, stem=settings.stem,
-                            checkpoint=settings.checkpoint, width=settings.width)
 
 
 def open_data(settings: EvalSettings):
@@ -122,7 +115,7 @@ def open_data(settings: EvalSettings):
         return open_corrupted(settings.dataset, data_root=settings.data_root, source_root=settings.source_root,
                               on_the_fly=settings.on_the_fly, seed=settings.seed,
                               jpeg_roundtrip=settings.jpeg_roundtrip, corruptions=settings.corruptions,
-                              severities=settings.severities)
+                              severities=settings.severities, protocol=settings.protocol)
 
 
 def audit_input(card, spec, allow_mismatch: bool) -> int | None:
@@ -172,7 +165,7 @@ def plan_cells(available: Sequence[tuple[str, int]], corruptions, severities) ->
 
 def _settings_identity(settings: EvalSettings, resize_to: int | None, card) -> dict:
     """The options that change results: they must agree to resume or merge."""
-    return {
+    identity = {
         "precision": settings.precision,
         "subset": None if settings.limit is None else {"limit": settings.limit, "seed": settings.subset_seed},
         "jpeg_roundtrip": settings.jpeg_roundtrip,
@@ -180,6 +173,9 @@ def _settings_identity(settings: EvalSettings, resize_to: int | None, card) -> d
         "model_card": card.to_dict(),
         **settings.extra_settings,
     }
+    if settings.protocol != DEFAULT_PROTOCOL:  # absent means the default: runs from before protocols keep their identity
+        identity["protocol"] = settings.protocol
+    return identity
 
 
 
@@ -218,28 +214,27 @@ def _device(settings: EvalSettings) -> torch.device:
         return local_device(resolve_device(settings.device))
 
 
-def _placed(model: torch.nn.Module, device: torch.device, compile_model: bool) -> torch.nn.Module:
-    """The model in eval mode on its device: channels_last on GPUs, compiled when asked."""
-    model = model.eval().to(device)
-    if device.type == "cuda":
-        model = model.to(memory_format=torch.channels_last)
-    return torch.compile(model) if compile_model else model
+def _open_inputs(settings: EvalSettings, partition: Partition, shard: Partition, prepared=None) -> _Inputs:
+    """Open and audit the model and the data, plan the cells and pick this process's images.
 
-
-def _open_inputs(settings: EvalSettings, partition: Partition, shard: Partition) -> _Inputs:
-    """Open and audit the model and the data, plan the cells and pick this process's images."""
+    ``prepared`` is ``(module, card)`` for a model handed over by the caller (evaluate_model).
+    """
+    if settings.protocol not in PROTOCOLS:
+        raise EvaluationError(f"`protocol` must be one of {', '.join(PROTOCOLS)}, got {settings.protocol!r}")
     device = _device(settings)
-    model = build_model(settings)
-    data = open_data(settings)
-    resize_to = audit_input(model.card, data.spec, settings.allow_mismatch)
-    cells = plan_cells(data.available_cells(), settings.corruptions, settings.severities)
-    subset = _subset_positions(data, settings)
-    checkpoint = getattr(model, "checkpoint", None)
+    with _as_evaluation_error():
+        model = build_model(settings) if prepared is None else None
+        card = model.card if prepared is None else prepared[1]
+        data = open_data(settings)
+        resize_to = audit_input(card, data.spec, settings.allow_mismatch)
+        cells = plan_cells(data.available_cells(), settings.corruptions, settings.severities)
+        subset = _subset_positions(data, settings)
+        ready = ready_model(model if prepared is None else prepared[0], card, device, settings.compile)
     return _Inputs(
-        model=_placed(model, device, settings.compile), card=model.card, data=data, device=device,
+        model=ready.module, card=card, data=data, device=device,
         resize_to=resize_to, cells=tuple(cells), num_images=len(subset),
         positions=partition.take(shard.take(subset)),
-        checkpoint_sha256=getattr(checkpoint, "sha256", None) or "random-init", recipe=_recipe_of(model),
+        checkpoint_sha256=ready.weights_sha256, recipe=ready.recipe,
     )
 
 
@@ -270,6 +265,7 @@ def _provenance(settings: EvalSettings, inputs: _Inputs, batch_size: int, partit
         "seed": settings.seed if data.mode == "on-the-fly" else data.seed,
         "num_images": inputs.num_images,  # the whole cell, also in shard files (identity)
         "data_mode": data.mode,
+        "protocol": settings.protocol,
         "command": settings.command,
         "settings": _settings_identity(settings, inputs.resize_to, inputs.card),
         "batch_size": batch_size,
@@ -337,9 +333,10 @@ class _Session:
         return None if merged is None else self.writer.write(cell, merged)
 
 
-def _open_session(settings: EvalSettings, out: Path | None, partition: Partition, shard: Partition) -> _Session:
+def _open_session(settings: EvalSettings, out: Path | None, partition: Partition, shard: Partition,
+                  prepared=None) -> _Session:
     """Open the model and data and set up the forward pass and the record writer."""
-    inputs = _open_inputs(settings, partition, shard)
+    inputs = _open_inputs(settings, partition, shard, prepared)
     forward, batch_size = _forward_and_batch_size(settings, inputs)
     writer = _CellWriter(out=out, model=inputs.card.name, dataset=inputs.data.spec.name, recipe=inputs.recipe,
                          provenance=_provenance(settings, inputs, batch_size, partition, shard))
@@ -368,6 +365,8 @@ def run_evaluation(
     partition: Partition = Partition(),
     shard: Partition = Partition(),
     progress: Callable | None = None,
+    model: tuple[torch.nn.Module, Any] | None = None,
+    announce: Callable[[str], None] | None = None,
 ) -> RunResult:
     """Evaluate every planned cell and append a record per cell to ``out``.
 
@@ -380,6 +379,9 @@ def run_evaluation(
         shard: this job's slice ``i/n`` of the images (cluster job arrays).
         progress: factory ``progress(total_images, description) -> callback(n)`` for bars;
             called once with description "all cells" for the whole run, then once per cell.
+        model: ``(module, card)`` to evaluate instead of building ``settings.model``.
+        announce: called with one line describing an external model's preprocessing once
+            the model and data are open (the command line prints it).
 
     Returns:
         A :class:`RunResult`: the records written now and those found when resuming.
@@ -389,10 +391,13 @@ def run_evaluation(
     """
     out = Path(out) if out is not None else None
     _check_output(out, resume)
-    session = _open_session(settings, out, partition, shard)
+    session = _open_session(settings, out, partition, shard, model)
+    card = session.inputs.card
+    if announce is not None and hasattr(card, "describe"):
+        announce(card.describe())
     cells, images = session.inputs.cells, len(session.inputs.positions)
     done = session.writer.done_cells(resume)
-    run = RunResult(out=out, skipped=[done[c] for c in cells if c in done])
+    run = RunResult(out=out, skipped=[done[c] for c in cells if c in done], card=card)
     todo = [c for c in cells if c not in done]
     overall = progress(len(todo) * images, "all cells") if progress and todo else None
     for cell in todo:
@@ -405,9 +410,16 @@ def run_evaluation(
 def default_out(settings: EvalSettings, shard: Partition = Partition()) -> Path:
     """Where a run's records go unless told: ``results/<model>__<dataset>[.shard-i-of-n].jsonl``.
 
-    ``<model>`` is the registered name, or the checkpoint's file stem when no name is given.
+    ``<model>`` is the model's name (an external form's label, with characters other than
+    letters, digits, ``.``, ``_`` and ``-`` replaced by ``-``), or the checkpoint's file stem
+    when no name is given.
     """
-    name = settings.model or Path(settings.checkpoint or "random-init").stem
+    import re
+
+    from robustbench_pp.models.external import label_of
+
+    name = label_of(settings.model) if settings.model else Path(settings.checkpoint or "random-init").stem
+    name = re.sub(r"[^A-Za-z0-9._-]+", "-", name)
     suffix = "" if shard.world == 1 else f".shard-{shard.rank}-of-{shard.world}"
     return Path("results") / f"{name}__{settings.dataset}{suffix}.jsonl"
 

@@ -194,6 +194,7 @@ def test_bad_model_specs_are_one_line_errors_and_leave_no_file(fmnist, model_fil
     out = tmp_path / "never.jsonl"
     cases = [
         ([f"{tmp_path}/missing.py:build"], 1, "model file"),
+        ([f"{model_file}"], 1, f"--model {model_file} names a file: add the function that builds the model"),
         ([f"{model_file}:bulid"], 1, "has no function 'bulid'; did you mean build?"),
         ([f"{model_file}:broken"], 1, "raised RuntimeError: no GPU here"),
         ([f"{model_file}:not_a_module"], 1, "returned int, not a torch.nn.Module"),

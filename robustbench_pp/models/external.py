@@ -155,7 +155,8 @@ def is_external(name: str) -> bool:
     """Whether a model name is one of this module's forms (a registered name is not)."""
     if name in list_models():
         return False
-    return ":" in name or name.startswith(tuple(f"{family}/" for family in FAMILIES)) or name in entry_points()
+    return (":" in name or name.endswith(".py") or name.startswith(tuple(f"{family}/" for family in FAMILIES))
+            or name in entry_points())
 
 
 def build_external(name: str, *, num_classes: int, defaults: Preprocessing, mean=None, std=None,
@@ -207,6 +208,8 @@ def label_of(name: str) -> str:
 
 def _factory(name: str) -> tuple[Callable, str, str]:
     """The factory function a name denotes, its source kind and its full target."""
+    if ":" not in name and name.endswith(".py"):
+        raise ValueError(f"`model` {name} names a file: add the function that builds the model, {name}:FACTORY")
     if ":" not in name:
         point = entry_points().get(name)
         if point is None:

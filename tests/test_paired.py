@@ -110,6 +110,11 @@ def test_the_table_shows_differences_intervals_and_marked_cells(tmp_path, run):
     assert "75 differ at alpha 0.05" in out.output
     assert any(l.startswith("fog/3") and l.endswith(" *") for l in out.output.splitlines())
     assert "no reference: mCE and R_net from mCE are not compared" in out.output
+    assert "verdict: resnet18 has a higher unnormalised mean error than resnet18 on these images" in out.output
+    assert "verdict: clean error E: no difference shown" in out.output
+    only = _compare(run, tmp_path / "flipped.jsonl", "--resamples", "300", "--cells", "significant").output
+    assert "clean/0" not in only and "fog/3" in only
+    assert "fog/3" not in _compare(run, tmp_path / "flipped.jsonl", "--resamples", "300", "--cells", "none").output
 
 
 def test_point_estimates_equal_the_unpaired_metrics_and_alexnet_is_the_imagenet_default():

@@ -21,7 +21,25 @@ def _interval(value, unit: str) -> tuple[str, str, str]:
     return f"{value['estimate']:+.2f}", f"[{value['low']:+.2f}, {value['high']:+.2f}] {unit}", mark
 
 
-def _print_table(document: dict) -> None:
+def _verdict(document: dict) -> list[str]:
+    """In plain words: which differences the paired intervals establish, and which they do not."""
+    words = []
+    for key, label in (("clean_error", "clean error E"), ("unnormalized_mean_error", "unnormalised mean error"),
+                       ("mce", "mCE")):
+        value = document["delta"][key]
+        if value is None:
+            continue
+        span = f"{value['estimate']:+.2f} points, {round(100 * document['level'], 1):g}% interval {value['low']:+.2f} to {value['high']:+.2f}"
+        if value["excludes_zero"]:
+            direction = "lower" if value["estimate"] < 0 else "higher"
+            words.append(f"{document['b']} has a {direction} {label} than {document['a']} on these images ({span})")
+        else:
+            words.append(f"{label}: no difference shown between {document['b']} and {document['a']} ({span}; "
+                         "the interval includes 0)")
+    return words
+
+
+def _print_table(document: dict, cells_shown: str = "all") -> None:
     from robustbench_pp.metrics import R_NET_LABELS
 
     level = round(100 * document["level"], 1)
@@ -49,11 +67,15 @@ def _print_table(document: dict) -> None:
     significant = [c for c in cells if c["significant"]]
     click.echo(f"\nper cell: exact McNemar test, Holm-adjusted across {len(cells)} cells; {len(significant)} differ at "
                f"alpha {document['alpha']:g} (marked *)")
-    click.echo(f"{'cell':<22} {'Δ (pp)':>7} {'B only wrong':>12} {'A only wrong':>12} {'p':>9} {'p Holm':>9}")
-    for cell in cells:
+    if cells_shown != "none":
+        click.echo(f"{'cell':<22} {'Δ (pp)':>7} {'B only wrong':>12} {'A only wrong':>12} {'p':>9} {'p Holm':>9}")
+    for cell in cells if cells_shown == "all" else significant if cells_shown == "significant" else ():
         name = f"{cell['corruption']}/{cell['severity']}"
         click.echo(f"{name:<22} {cell['delta']:+7.2f} {cell['b_only_wrong']:>12} {cell['a_only_wrong']:>12} "
                    f"{cell['p_value']:>9.3g} {cell['p_holm']:>9.3g}{' *' if cell['significant'] else ''}")
+    click.echo("")
+    for line in _verdict(document):
+        click.echo(f"verdict: {line}")
     for note in document["notes"]:
         click.echo(f"note: {note}")
 
@@ -69,8 +91,10 @@ def _print_table(document: dict) -> None:
               help="Family-wise level of the Holm-adjusted McNemar tests; intervals are at 1 − alpha.")
 @click.option("--resamples", default=2000, show_default=True, type=click.IntRange(min=100, max=1_000_000),
               help="Bootstrap replicates (images resampled jointly for A, B and the reference run).")
+@click.option("--cells", "cells_shown", type=click.Choice(["all", "significant", "none"]), default="all",
+              show_default=True, help="Which cells the table lists (the JSON always has all).")
 @click.option("--json", "as_json", is_flag=True, help="Print a JSON document instead of a table.")
-def compare(a_file, b_file, reference_choice, alpha, resamples, as_json) -> None:
+def compare(a_file, b_file, reference_choice, alpha, resamples, cells_shown, as_json) -> None:
     """Paired comparison of two runs over the same images: B − A with intervals, per-cell McNemar tests.
 
     Exit 0 when the runs are comparable, 2 when they are not (other images, dataset, preset,
@@ -93,7 +117,7 @@ def compare(a_file, b_file, reference_choice, alpha, resamples, as_json) -> None
     if as_json:
         click.echo(json.dumps(document, indent=2, allow_nan=False))
     else:
-        _print_table(document)
+        _print_table(document, cells_shown)
 
 
 class _Incomparable(Exception):

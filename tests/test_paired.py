@@ -165,7 +165,7 @@ def test_paired_intervals_are_narrower_than_unpaired_on_agreeing_runs():
     assert paired.width < 0.5 * unpaired.width
 
 
-def test_bootstrap_is_reproducible_and_independent_of_the_block_size():
+def test_bootstrap_is_reproducible_for_a_seed_and_bca_keeps_zero_width():
     a = {r.cell: r.correct_mask() for r in run_with_bits(n_total=50)}
     b = {r.cell: r.correct_mask() for r in run_with_bits(n_total=50, bits_seed=4)}
     first = paired_bootstrap(a, b, resamples=300, seed=9)

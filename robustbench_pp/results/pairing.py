@@ -13,7 +13,7 @@ from __future__ import annotations
 import json
 import os
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 import numpy as np
@@ -213,7 +213,7 @@ def compare_runs_paired(
                                 reference=reference.errors if reference is not None else None,
                                 reference_correct=reference_correct, alpha=alpha, resamples=resamples, seed=seed)
     if notes:
-        statistics = PairedComparison(**{**statistics.__dict__, "notes": statistics.notes + tuple(notes)})
+        statistics = replace(statistics, notes=statistics.notes + tuple(notes))
     return RunComparison(a=a.label, b=b.label, dataset=a.dataset, reference=name, paired=statistics)
 
 
@@ -248,4 +248,4 @@ def compare_files(
         constant = choose_references([reference] if reference else [], {a.dataset})[a.dataset]
     comparison = compare_runs_paired(a, b, reference=constant, reference_run=reference_run,
                                      alpha=alpha, resamples=resamples, seed=seed)
-    return RunComparison(**{**comparison.__dict__, "a_file": str(path_a), "b_file": str(path_b)})
+    return replace(comparison, a_file=str(path_a), b_file=str(path_b))

@@ -15,7 +15,11 @@ ImageNet-C, the AlexNet-normalised mCE, with the mCE tolerance. With ``ci_aware`
 whose reference record carries a 95% bootstrap interval is flagged only when the new error
 is also outside that interval; the mean errors likewise, when the reference records keep
 per-image correctness (a bootstrap over images gives their intervals). It never makes the
-gate stricter.
+gate stricter. With ``paired`` (the new run evaluated the reference's very images, both with
+per-image correctness), a number beyond tolerance fails only when the paired statistics say
+the change is real: a cell's Holm-adjusted exact McNemar test rejects at 0.05, a mean error's
+paired 95% interval of the change excludes zero. Far tighter than two unpaired intervals, and
+likewise never stricter than the tolerances; runs over other images are then incomparable.
 """
 
 from __future__ import annotations
@@ -26,6 +30,7 @@ from dataclasses import dataclass
 from robustbench_pp.metrics import mean_corruption_error, unnormalized_mean_error
 from robustbench_pp.names import CLEAN, CORRUPTIONS, DEFAULT_PROTOCOL
 from robustbench_pp.results import ALEXNET_REFERENCE, RunTable, is_imagenet_c, mean_error_intervals
+from robustbench_pp.results.pairing import RunComparison, compare_runs_paired, pairing_problems
 
 OK, REGRESSION, INCOMPARABLE = 0, 1, 2
 
@@ -40,6 +45,7 @@ class Finding:
         new: the value of the checked run.
         tolerance: the allowed absolute change.
         interval: the reference's 95% interval when it was used (``ci_aware``).
+        evidence: why the paired statistics call the change real (``paired``).
     """
 
     what: str
@@ -47,6 +53,7 @@ class Finding:
     new: float
     tolerance: float
     interval: tuple[float, float] | None = None
+    evidence: str | None = None
 
     @property
     def delta(self) -> float:
@@ -59,6 +66,7 @@ class Finding:
     def describe(self) -> str:
         """One line: what, old, new, delta (errors in %, i.e. percentage points for delta)."""
         interval = "" if self.interval is None else f", outside 95% CI {100 * self.interval[0]:.2f}–{100 * self.interval[1]:.2f}"
+        interval += "" if self.evidence is None else f", {self.evidence}"
         return (f"{self.what:<24} old {100 * self.old:7.2f}  new {100 * self.new:7.2f}  "
                 f"delta {100 * self.delta:+6.2f} (tolerance {100 * self.tolerance:.2f}{interval})")
 
@@ -101,20 +109,26 @@ class Tolerances:
             95% interval (cells: the record's ``ci95``; mean errors: a bootstrap over images).
         two_sided: treat drops of error beyond tolerance as failures too (for a
             deterministic reference, where any change means the pipeline changed).
+        paired: flag a number only when the paired statistics of the same images call the
+            change real (cells: Holm-adjusted exact McNemar at 0.05; mean errors: the paired
+            95% interval of the change excludes zero).
 
     Raises:
-        ValueError: for a negative tolerance.
+        ValueError: for a negative tolerance, or ``ci_aware`` with ``paired``.
     """
 
     cell: float = 0.02
     mce: float = 0.01
     ci_aware: bool = False
     two_sided: bool = False
+    paired: bool = False
 
     def __post_init__(self) -> None:
         for name, value in (("tolerance_cell", self.cell), ("tolerance_mce", self.mce)):
             if not value >= 0:
                 raise ValueError(f"`{name}` must be >= 0, got {value!r}")
+        if self.ci_aware and self.paired:
+            raise ValueError("`ci_aware` and `paired` judge changes in two different ways: choose one")
 
 
 def _subset(table: RunTable) -> str | None:
@@ -173,23 +187,36 @@ def _has_all_corruptions(results: RunTable, reference: RunTable) -> bool:
     return all(c in results.errors and c in reference.errors for c in CORRUPTIONS)
 
 
-def _finding(what: str, old: float, new: float, tolerance: float, interval) -> Finding | None:
-    """A finding when ``new`` moved from ``old`` beyond ``tolerance`` and outside ``interval``."""
+def _finding(what: str, old: float, new: float, tolerance: float, interval, evidence: "str | bool | None" = None) -> Finding | None:
+    """A finding when ``new`` moved from ``old`` beyond ``tolerance``, outside ``interval`` and, when
+    paired statistics were asked for, with ``evidence`` that the change is real (False: it is not)."""
     if abs(new - old) <= tolerance + 1e-12:
         return None
     if interval is not None and interval[0] <= new <= interval[1]:
         return None
-    return Finding(what, old, new, tolerance, interval)
+    if evidence is False:
+        return None
+    return Finding(what, old, new, tolerance, interval, evidence or None)
 
 
-def _cell_findings(results: RunTable, reference: RunTable, tolerances: Tolerances) -> tuple[list[Finding], int]:
+def _cell_evidence(paired: RunComparison | None, cell) -> "str | bool | None":
+    """Paired evidence of a cell's change: the McNemar line when Holm rejects, False when not, None unpaired."""
+    if paired is None:
+        return None
+    test = next(t for t in paired.paired.cells if (t.corruption, t.severity) == cell)
+    return test.significant and f"McNemar p_Holm {test.p_holm:.2g} ({test.b_only_wrong} vs {test.a_only_wrong} discordant)"
+
+
+def _cell_findings(results: RunTable, reference: RunTable, tolerances: Tolerances,
+                   paired: RunComparison | None = None) -> tuple[list[Finding], int]:
     """Findings over every cell of the reference (the clean cell is E), and how many were compared."""
     new_cells = {r.cell: r for r in results.records}
     findings = []
     for old in reference.records:
         what = "clean error E" if old.corruption == CLEAN else f"{old.corruption}/{old.severity}"
         interval = old.ci95 if tolerances.ci_aware else None
-        findings.append(_finding(what, old.top1_error, new_cells[old.cell].top1_error, tolerances.cell, interval))
+        findings.append(_finding(what, old.top1_error, new_cells[old.cell].top1_error, tolerances.cell, interval,
+                                 _cell_evidence(paired, old.cell)))
     return [f for f in findings if f is not None], len(reference.records)
 
 
@@ -201,7 +228,18 @@ def _aggregates(table: RunTable) -> dict[str, tuple[str, float]]:
     return out
 
 
-def _aggregate_findings(results: RunTable, reference: RunTable, tolerances: Tolerances) -> tuple[list[Finding], int]:
+def _aggregate_evidence(paired: RunComparison | None, key: str) -> "str | bool | None":
+    """Paired evidence of a mean error's change: its interval when it excludes zero, False when not."""
+    if paired is None:
+        return None
+    delta = paired.paired.deltas.get(key)
+    if delta is None:
+        return None
+    return delta.excludes_zero and f"paired 95% CI of the change {100 * delta.low:+.2f}–{100 * delta.high:+.2f}"
+
+
+def _aggregate_findings(results: RunTable, reference: RunTable, tolerances: Tolerances,
+                        paired: RunComparison | None = None) -> tuple[list[Finding], int]:
     """Findings over the mean errors (none when a corruption is incomplete), and how many were compared."""
     if not _has_all_corruptions(results, reference):
         return [], 0
@@ -209,8 +247,15 @@ def _aggregate_findings(results: RunTable, reference: RunTable, tolerances: Tole
     if tolerances.ci_aware:
         intervals = mean_error_intervals(reference, ALEXNET_REFERENCE if is_imagenet_c(reference.dataset) else None)
     old, new = _aggregates(reference), _aggregates(results)
-    findings = [_finding(what, value, new[key][1], tolerances.mce, intervals.get(key)) for key, (what, value) in old.items()]
+    findings = [_finding(what, value, new[key][1], tolerances.mce, intervals.get(key), _aggregate_evidence(paired, key))
+                for key, (what, value) in old.items()]
     return [f for f in findings if f is not None], len(old)
+
+
+def _paired(results: RunTable, reference: RunTable) -> RunComparison:
+    """The new run against the reference, image by image (the reference is A, the new run B)."""
+    normaliser = ALEXNET_REFERENCE if is_imagenet_c(reference.dataset) else None
+    return compare_runs_paired(reference, results, reference=normaliser, alpha=0.05)
 
 
 def compare_runs(
@@ -221,13 +266,16 @@ def compare_runs(
     tolerance_mce: float = 0.01,
     ci_aware: bool = False,
     two_sided: bool = False,
+    paired: bool = False,
 ) -> CheckResult:
     """Compare a run with a reference run, cell by cell and on the aggregates.
 
     Args:
         results: the run under test.
         reference: the committed reference run.
-        tolerance_cell, tolerance_mce, ci_aware, two_sided: see :class:`Tolerances`.
+        tolerance_cell, tolerance_mce, ci_aware, two_sided, paired: see :class:`Tolerances`;
+            with ``paired``, runs over other images (or without per-image correctness) are
+            incomparable.
 
     Returns:
         A :class:`CheckResult`; its ``exit_code`` is 0, 1 or 2.
@@ -235,17 +283,26 @@ def compare_runs(
     Raises:
         ValueError: for a negative tolerance.
     """
-    tolerances = Tolerances(tolerance_cell, tolerance_mce, ci_aware, two_sided)
+    tolerances = Tolerances(tolerance_cell, tolerance_mce, ci_aware, two_sided, paired)
     reasons = incomparability(results, reference)
+    if not reasons and paired:
+        reasons = [f"`paired`: {reason}" for reason in pairing_problems(reference, results, ("the reference", "the results"))]
     if reasons:
         return CheckResult(incomparable=tuple(reasons))
-    cell_findings, cells = _cell_findings(results, reference, tolerances)
-    aggregate_findings, aggregates = _aggregate_findings(results, reference, tolerances)
+    statistics = _paired(results, reference) if paired else None
+    cell_findings, cells = _cell_findings(results, reference, tolerances, statistics)
+    aggregate_findings, aggregates = _aggregate_findings(results, reference, tolerances, statistics)
     findings = cell_findings + aggregate_findings
+    notes = _notes(results, reference, tolerances)
+    if statistics is not None:
+        plain = len(_cell_findings(results, reference, tolerances)[0]) + len(_aggregate_findings(results, reference, tolerances)[0])
+        if plain > len(findings):
+            notes.append(f"`paired`: {plain - len(findings)} number(s) moved beyond tolerance but not beyond the noise "
+                         "of the images (not flagged)")
     return CheckResult(
         regressions=tuple(f for f in findings if f.worse or two_sided),
         improvements=tuple(f for f in findings if not (f.worse or two_sided)),
-        notes=tuple(_notes(results, reference, tolerances)),
+        notes=tuple(notes),
         compared=cells + aggregates,
     )
 

@@ -160,3 +160,88 @@ def test_headline_shows_reference_and_new_values(tmp_path, reference):
     path = _write(tmp_path / "new.jsonl", full_run(error_of=lambda c, s: _error(c, s) + 0.015, clean_error=0.12))
     out = _check(path, "--against", reference)
     assert "E 10.00 -> 12.00; unnormalised mean error 22.00 -> 23.50 (reference -> new, %)" in out.output
+
+
+# --- rbpp check --paired (issue 13): the same images, judged by paired statistics -------------------------
+
+def _move(records, cell, to_wrong, to_right, seed=0):
+    """Records where, in ``cell``, ``to_wrong`` right images become wrong and ``to_right`` wrong ones right."""
+    import numpy as np
+
+    from robustbench_pp.results.schema import encode_correct_mask
+
+    rng = np.random.default_rng(seed)
+    out = []
+    for r in records:
+        if r.cell == cell:
+            correct = r.correct_mask().copy()
+            right, wrong = np.flatnonzero(correct), np.flatnonzero(~correct)
+            correct[rng.choice(right, to_wrong, replace=False)] = False
+            correct[rng.choice(wrong, to_right, replace=False)] = True
+            r = dataclasses.replace(r, n_correct=int(correct.sum()), extra={"correct_bits": encode_correct_mask(correct)})
+        out.append(r)
+    return out
+
+
+@pytest.fixture
+def paired_reference(tmp_path):
+    from _paired_records import run_with_bits
+
+    records = run_with_bits(error_of=_error, n_total=1000, num_images=1000)
+    return records, _write(tmp_path / "paired-reference.jsonl", records)
+
+
+def test_paired_flags_a_real_cell_change_and_names_the_test(tmp_path, paired_reference):
+    records, reference = paired_reference
+    path = _write(tmp_path / "new.jsonl", _move(records, ("snow", 3), 50, 0))  # +5 points, all one way
+    out = _check(path, "--against", reference, "--paired")
+    assert out.exit_code == REGRESSION, out.output
+    line = next(line for line in out.output.splitlines() if "snow/3" in line)
+    assert "delta  +5.00" in line and "McNemar p_Holm" in line and "(50 vs 0 discordant)" in line
+
+
+def test_paired_passes_a_change_beyond_tolerance_that_is_within_the_noise(tmp_path, paired_reference):
+    records, reference = paired_reference
+    # +2.5 points net, but from 140 images lost and 115 gained: McNemar p ≈ 0.13 before Holm.
+    path = _write(tmp_path / "new.jsonl", _move(records, ("fog", 2), 140, 115))
+    assert _check(path, "--against", reference).exit_code == REGRESSION
+    out = _check(path, "--against", reference, "--paired")
+    assert out.exit_code == OK, out.output
+    assert "1 number(s) moved beyond tolerance but not beyond the noise of the images" in out.output
+
+
+def test_paired_catches_a_mean_error_drift_that_ci_aware_lets_through(tmp_path):
+    from _paired_records import flip_correct, run_with_bits
+
+    import numpy as np
+
+    # 100 images per cell, hard or easy in every cell alike (as real images are): the unpaired
+    # interval of the mean error is a few points wide.
+    records = run_with_bits(error_of=_error, n_total=100, num_images=100, difficulty=np.random.default_rng(0).normal(size=100))
+    reference = _write(tmp_path / "reference.jsonl", records)
+    drifted, _ = flip_correct(records, 0.02)  # one more wrong image (1 point) in every corrupted cell
+    path = _write(tmp_path / "drifted.jsonl", drifted)
+    assert _check(path, "--against", reference, "--tolerance-mce", "0.005").exit_code == REGRESSION
+    assert _check(path, "--against", reference, "--tolerance-mce", "0.005", "--ci-aware").exit_code == OK
+    out = _check(path, "--against", reference, "--tolerance-mce", "0.005", "--paired")
+    assert out.exit_code == REGRESSION, out.output
+    finding = next(line for line in out.output.splitlines() if line.strip().startswith("unnormalised mean error"))
+    assert "paired 95% CI of the change +" in finding
+
+
+def test_paired_refuses_other_images_and_missing_bits_and_ci_aware(tmp_path, paired_reference):
+    from _paired_records import run_with_bits
+
+    records, reference = paired_reference
+    other = _write(tmp_path / "other.jsonl", run_with_bits(error_of=_error, n_total=1000, num_images=1000,
+                                                           dataset_fingerprint="ef" * 32))
+    out = _check(other, "--against", reference, "--paired")
+    assert out.exit_code == INCOMPARABLE and "--paired: dataset fingerprint" in out.output
+    assert _check(other, "--against", reference).exit_code == OK  # unpaired: a note, not a refusal
+    bare = _write(tmp_path / "bare.jsonl", full_run(error_of=_error, n_total=1000, num_images=1000))
+    out = _check(bare, "--against", reference, "--paired")
+    assert out.exit_code == INCOMPARABLE and "keeps no per-image correctness" in out.output
+    out = _check(reference, "--against", reference, "--paired", "--ci-aware")
+    assert out.exit_code == 2 and "choose one" in out.output
+    with pytest.raises(ValueError, match="`ci_aware` and `paired`"):
+        compare_runs(results.run_table(records), results.run_table(records), ci_aware=True, paired=True)

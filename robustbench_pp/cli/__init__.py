@@ -25,6 +25,7 @@ _COMMAND_MODULES: dict[str, tuple[str, ...]] = {
     "data_cmd": ("datasets", "generate"),
     "models_cmd": ("models", "train"),
     "report_cmd": ("report", "check"),
+    "compare_cmd": ("compare",),
 }
 
 

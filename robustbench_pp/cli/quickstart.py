@@ -10,7 +10,9 @@ It runs the same ``rbpp`` commands a user would type (each is printed before it 
    ``corruptions/quickstart/``;
 3. evaluate the four models on it (every record carries a 95% bootstrap interval);
 4. render ``reports/index.html``: AlexNet-normalised mCE, relative mCE, R_net of PP3/PP5
-   against the baseline, heatmaps, and the reported PushPull-Net ImageNet rows.
+   against the baseline, heatmaps, and the reported PushPull-Net ImageNet rows;
+5. ask whether PP3 and PP5 are really more robust than the baseline (and PP5 than PP3):
+   ``rbpp compare`` on the same images, paired intervals and per-cell McNemar tests.
 
 Re-running reuses what is done: finished trainings are kept, generation and evaluation
 resume. Fashion-MNIST is read from ``$FASHION_MNIST_ROOT`` or Debian's
@@ -112,8 +114,16 @@ def main() -> None:
           "--reference", str(result_files["alexnet"]), "--reported", str(reported), "--out", "reports"])
     _run(["report", *(str(result_files[m]) for m in MODELS), "--baseline", "resnet18",
           "--reference", str(result_files["alexnet"]), "--format", "markdown"])
+    _paired_comparisons(result_files)
     minutes = (time.monotonic() - started) / 60
     click.secho(f"\nquickstart done in {minutes:.1f} min: open {Path('reports/index.html').resolve()}", fg="green")
+
+
+def _paired_comparisons(result_files: dict[str, Path]) -> None:
+    """Step 5: the leaderboard's unpaired intervals overlap; on the same images, which differences are real?"""
+    reference = ["--reference", str(result_files["alexnet"])]
+    for a, b in (("resnet18", "resnet18_pp3"), ("resnet18", "resnet18_pp5"), ("resnet18_pp3", "resnet18_pp5")):
+        _run(["compare", str(result_files[a]), str(result_files[b]), *reference, "--cells", "significant"])
 
 
 if __name__ == "__main__":

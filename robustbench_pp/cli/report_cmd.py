@@ -53,13 +53,19 @@ def report(results_paths, baseline, reference_choices, reported_files, out_dir, 
               help="Allowed absolute change of the unnormalised mean error (and of mCE on ImageNet-C).")
 @click.option("--ci-aware", is_flag=True, help="Flag a cell only when the new error is also outside the reference's 95% interval.")
 @click.option("--two-sided", is_flag=True, help="Fail on improvements beyond tolerance too (deterministic references).")
-def check(results_file, reference_file, tolerance_cell, tolerance_mce, ci_aware, two_sided) -> None:
+@click.option("--paired", is_flag=True,
+              help="Same images as the reference: fail only on changes the paired statistics call real "
+                   "(cells: Holm-adjusted McNemar; mean errors: paired 95% interval). See docs/ci.md.")
+def check(results_file, reference_file, tolerance_cell, tolerance_mce, ci_aware, two_sided, paired) -> None:
     """Compare RESULTS with a reference run: exit 0 within tolerance, 1 on regression, 2 if incomparable.
 
     Unreadable or malformed inputs also exit 2: the runs could not be compared.
     """
     from robustbench_pp import results
     from robustbench_pp.check import compare_runs, headline
+
+    if ci_aware and paired:
+        raise click.UsageError("--ci-aware and --paired judge changes in two different ways: choose one")
 
     tables = []
     for path in (results_file, reference_file):
@@ -71,7 +77,7 @@ def check(results_file, reference_file, tolerance_cell, tolerance_mce, ci_aware,
     new, old = tables
     command = click.get_current_context().command
     outcome = compare_runs(new, old, tolerance_cell=tolerance_cell, tolerance_mce=tolerance_mce,
-                           ci_aware=ci_aware, two_sided=two_sided)
+                           ci_aware=ci_aware, two_sided=two_sided, paired=paired)
     if outcome.incomparable:
         click.echo(f"rbpp check: cannot compare {results_file} with {reference_file}:", err=True)
         for reason in outcome.incomparable:

@@ -16,12 +16,20 @@ import csv
 import io
 import math
 from collections.abc import Mapping, Sequence
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import asdict, dataclass, field, fields, replace
 from types import MappingProxyType
 
 from robustbench_pp.metrics import R_NET_LABELS, corruption_error
 from robustbench_pp.names import CORRUPTIONS, SEVERITIES
-from robustbench_pp.results import Reference, RunTable, no_reference_note, summarize_run
+from robustbench_pp.report.statistics import (
+    NO_BITS_NOTE,
+    REPORTED_NOTE,
+    has_per_image_results,
+    paired_against,
+    reference_run,
+    run_intervals,
+)
+from robustbench_pp.results import Reference, RunComparison, RunTable, no_reference_note, summarize_run
 
 MEASURED = "measured"
 REPORTED = "reported"
@@ -57,6 +65,12 @@ class LeaderboardRow:
         citation: where reported numbers come from.
         note: why a number is missing, or a caveat.
         page: file name of the per-model page (measured rows).
+        clean_error_low, clean_error_high, mce_low, mce_high, unnormalized_mean_error_low,
+        unnormalized_mean_error_high: 95% bootstrap intervals over the run's images.
+        delta_unnormalized_mean_error, delta_mce (with ``_low``/``_high``): this run's
+            error minus the baseline's, with the paired 95% interval (same images resampled
+            for both); a difference is real at that level when the interval excludes zero.
+        interval_note: why the row has no interval or no paired Δ.
     """
 
     dataset: str
@@ -77,6 +91,29 @@ class LeaderboardRow:
     citation: str | None = None
     note: str | None = None
     page: str | None = None
+    clean_error_low: float | None = None
+    clean_error_high: float | None = None
+    mce_low: float | None = None
+    mce_high: float | None = None
+    unnormalized_mean_error_low: float | None = None
+    unnormalized_mean_error_high: float | None = None
+    delta_unnormalized_mean_error: float | None = None
+    delta_unnormalized_mean_error_low: float | None = None
+    delta_unnormalized_mean_error_high: float | None = None
+    delta_mce: float | None = None
+    delta_mce_low: float | None = None
+    delta_mce_high: float | None = None
+    interval_note: str | None = None
+
+    def interval(self, name: str) -> tuple[float, float] | None:
+        """The 95% interval of ``name`` (e.g. ``"mce"``, ``"delta_mce"``), or None."""
+        low, high = getattr(self, f"{name}_low"), getattr(self, f"{name}_high")
+        return None if low is None or high is None else (low, high)
+
+    def excludes_zero(self, name: str) -> bool:
+        """Whether the paired interval of ``name`` (``"delta_..."``) lies entirely on one side of zero."""
+        interval = self.interval(name)
+        return interval is not None and (interval[0] > 0 or interval[1] < 0)
 
 
 #: Column order of leaderboard.csv / leaderboard.json.
@@ -90,9 +127,12 @@ class Leaderboard:
     rows: tuple[LeaderboardRow, ...]
     notes: Mapping[str, tuple[str, ...]] = field(default_factory=dict)
     baseline: str | None = None
+    #: (dataset, label) -> the run against the baseline, image by image (the comparison page's cell tests).
+    comparisons: Mapping[tuple[str, str], RunComparison] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "notes", MappingProxyType({k: tuple(v) for k, v in self.notes.items()}))
+        object.__setattr__(self, "comparisons", MappingProxyType(dict(self.comparisons)))
 
     @property
     def datasets(self) -> tuple[str, ...]:
@@ -135,6 +175,7 @@ def measured_rows(
     references: Mapping[str, Reference | None],
     baseline: str | None = None,
     pages: Mapping[int, str] | None = None,
+    comparisons: dict | None = None,
 ) -> tuple[list[LeaderboardRow], dict[str, list[str]]]:
     """Leaderboard rows of evaluated runs, and notes per dataset explaining empty columns.
 
@@ -143,6 +184,7 @@ def measured_rows(
         references: dataset -> the mCE normaliser (None: mCE columns stay empty).
         baseline: label or model name of the R_net baseline (looked up on each dataset).
         pages: index in ``tables`` -> per-model page file name.
+        comparisons: filled with (dataset, label) -> each run against the baseline, when given.
 
     Returns:
         ``(rows, notes)``, rows in the order of ``tables``.
@@ -187,6 +229,7 @@ def measured_rows(
             reference=reference.name if reference else None,
             page=(pages or {}).get(index),
         )
+        common.update(_statistics(table, tables, reference, base, comparisons))
         if not table.complete:
             missing = len(table.missing) + (table.clean_error is None)
             rows.append(LeaderboardRow(**common, clean_error=table.clean_error,
@@ -209,6 +252,23 @@ def measured_rows(
     return rows, notes
 
 
+def _statistics(table: RunTable, tables: Sequence[RunTable], reference: Reference | None, base: RunTable | None,
+                comparisons: dict | None) -> dict:
+    """A row's 95% intervals and paired Δ against the baseline (row fields), with the note of what is missing."""
+    if not has_per_image_results(table):
+        return {"interval_note": NO_BITS_NOTE}
+    fields = run_intervals(table, reference)
+    normaliser = reference_run(tables, reference)
+    if normaliser is table:  # its mCE is 100% by definition: an interval around it would be noise
+        fields["mce_low"] = fields["mce_high"] = None
+    if base is None or base is table:
+        return fields
+    delta = paired_against(base, table, reference, normaliser)
+    if delta.comparison is not None and comparisons is not None:
+        comparisons[(table.dataset, table.label)] = delta.comparison
+    return {**fields, **delta.fields(), "interval_note": delta.note}
+
+
 def build_leaderboard(
     tables: Sequence[RunTable],
     references: Mapping[str, Reference | None],
@@ -221,7 +281,9 @@ def build_leaderboard(
     Rows are ordered by dataset, then measured before reported, then by unnormalised mean
     error (rows without one last).
     """
-    rows, notes = measured_rows(tables, references, baseline, pages)
+    comparisons: dict = {}
+    rows, notes = measured_rows(tables, references, baseline, pages, comparisons)
+    reported = [row if row.interval_note else replace(row, interval_note=REPORTED_NOTE) for row in reported]
     for row in reported:
         notes.setdefault(row.dataset, [])
     if reported:
@@ -235,7 +297,8 @@ def build_leaderboard(
         value = row.unnormalized_mean_error
         return (row.dataset, row.source != MEASURED, value is None, value if value is not None else 0.0, row.label)
 
-    return Leaderboard(rows=tuple(sorted([*rows, *reported], key=order)), notes=notes, baseline=baseline)
+    return Leaderboard(rows=tuple(sorted([*rows, *reported], key=order)), notes=notes, baseline=baseline,
+                       comparisons=comparisons)
 
 
 def _plain(value):
@@ -263,8 +326,10 @@ def leaderboard_json(board: Leaderboard) -> dict:
     """The leaderboard as a JSON-ready dict: units, notes per dataset and rows."""
     return {
         "schema": "robustbench_pp.leaderboard",
-        "schema_version": 2,  # 2: r_net renamed r_net_unnormalized
-        "units": "errors are fractions in [0, 1]; r_net_unnormalized and r_net_mce are in percent",
+        "schema_version": 3,  # 2: r_net renamed r_net_unnormalized; 3: 95% intervals and the paired delta_* columns
+        "units": ("errors are fractions in [0, 1]; r_net_unnormalized and r_net_mce are in percent; *_low/*_high bound "
+                  "95% bootstrap intervals over images; delta_* is the row's error minus the baseline's, with a paired "
+                  "interval (the same images resampled for both)"),
         "baseline": board.baseline,
         "r_net_formula": R_NET_NOTE,
         "notes": {k: list(v) for k, v in board.notes.items()},
@@ -282,6 +347,28 @@ def number(value: float | None, digits: int = 2) -> str:
     return "—" if value is None else f"{value:.{digits}f}"
 
 
+def _with_interval(row: LeaderboardRow, name: str) -> str:
+    """``49.15 [47.49, 50.73]`` (in %), or the bare value without an interval."""
+    interval = row.interval(name)
+    text = percent(getattr(row, name))
+    return text if interval is None or getattr(row, name) is None else f"{text} [{percent(interval[0])}, {percent(interval[1])}]"
+
+
+def signed_points(value: float | None) -> str:
+    """A difference of fractions in percentage points with its sign (``−1.17``), or an em dash."""
+    return "—" if value is None else f"{100 * value:+.2f}".replace("-", "−")
+
+
+def paired_delta_text(row: LeaderboardRow, name: str) -> str:
+    """``−1.17 [−2.38, −0.03]``: a paired Δ (points) with its 95% interval, or an em dash."""
+    value, interval = getattr(row, name), row.interval(name)
+    if row.baseline is not None and row.label == row.baseline:
+        return "baseline"
+    if value is None or interval is None:
+        return "—"
+    return f"{signed_points(value)} [{signed_points(interval[0])}, {signed_points(interval[1])}]"
+
+
 def _markdown_cell(text: str) -> str:
     return text.replace("\\", "\\\\").replace("|", "\\|").replace("\n", " ")
 
@@ -294,18 +381,29 @@ def leaderboard_markdown(board: Leaderboard) -> str:
         | fashion-mnist-c | resnet18 | measured | 8.10 | 95.20 | ... |
     """
     header = ["dataset", "model", "source", "E (%)", "mCE (%)", "relative mCE (%)", "unnorm. mean error (%)",
-              R_NET_LABELS["r_net_unnormalized"], R_NET_LABELS["r_net_mce"], "mean ECE (%)", "#images"]
+              R_NET_LABELS["r_net_unnormalized"], R_NET_LABELS["r_net_mce"], "mean ECE (%)", "#images",
+              "Δ unnorm. error vs baseline (points)", "Δ mCE vs baseline (points)"]
     lines = ["| " + " | ".join(_markdown_cell(h) for h in header) + " |", "|" + "---|" * len(header)]
     for row in board.rows:
+        deltas = [paired_delta_text(row, name) for name in ("delta_unnormalized_mean_error", "delta_mce")]
+        deltas = [f"**{text}**" if row.excludes_zero(name) else text
+                  for text, name in zip(deltas, ("delta_unnormalized_mean_error", "delta_mce"))]
         cells = [
-            row.dataset, row.label, row.source, percent(row.clean_error), percent(row.mce), percent(row.relative_mce),
-            percent(row.unnormalized_mean_error), number(row.r_net_unnormalized), number(row.r_net_mce),
-            percent(row.mean_ece),
-            "—" if row.num_images is None else str(row.num_images),
+            row.dataset, row.label, row.source, _with_interval(row, "clean_error"), _with_interval(row, "mce"),
+            percent(row.relative_mce), _with_interval(row, "unnormalized_mean_error"), number(row.r_net_unnormalized),
+            number(row.r_net_mce), percent(row.mean_ece),
+            "—" if row.num_images is None else str(row.num_images), *deltas,
         ]
         lines.append("| " + " | ".join(_markdown_cell(c) for c in cells) + " |")
     notes = [f"- {dataset}: {note}" for dataset, items in board.notes.items() for note in items]
     notes += [f"- {row.label} ({row.dataset}): {row.note}" for row in board.rows if row.note]
+    if any(row.interval("clean_error") or row.interval("unnormalized_mean_error") for row in board.rows):
+        notes.append("- [low, high]: 95% bootstrap intervals over the images; Δ: the row's error minus the baseline's, "
+                     "with a paired 95% interval (the same images resampled for both runs), **bold** where it excludes zero")
+    notes += [f"- {row.label} ({row.dataset}): {row.interval_note}" for row in board.rows
+              if row.interval_note and row.source == MEASURED]
+    if any(row.source != MEASURED for row in board.rows):
+        notes.append(f"- reported rows are {REPORTED_NOTE}")
     if board.baseline:
         notes.append(f"- R_net baseline: {board.baseline} (reported rows: the paper's own baseline)")
     if any(row.r_net_unnormalized is not None or row.r_net_mce is not None for row in board.rows):

@@ -162,3 +162,55 @@ def comparison_bars(tables: Sequence[RunTable]) -> str | None:
     axes.set_ylabel("mean error over severities (%)")
     axes.legend(fontsize=7, frameon=False, ncols=min(4, len(tables)), loc="lower left", bbox_to_anchor=(0, 1.0))
     return svg_data_uri(figure)
+
+
+@_styled
+def interval_plot(rows: Sequence, baseline: str | None) -> str | None:
+    """Each model's mCE (or unnormalised mean error without a reference) with its 95% interval, and
+    its paired Δ against the baseline with the paired 95% interval.
+
+    Args:
+        rows: leaderboard rows of one dataset (rows without an interval are left out).
+        baseline: the baseline's label (drawn at Δ = 0), or None for the first panel only.
+
+    Returns:
+        An SVG data URI, or None when no row has an interval.
+    """
+    use_mce = any(row.interval("mce") for row in rows)
+    name = "mce" if use_mce else "unnormalized_mean_error"
+    if not any(row.interval(name) for row in rows):
+        return None
+    # Rows with a value and an interval of it or of their Δ (the reference run: mCE 100% by definition, no interval).
+    shown = [row for row in rows if getattr(row, name) is not None and (row.interval(name) or row.interval(f"delta_{name}"))]
+    shown.sort(key=lambda row: getattr(row, name), reverse=True)  # best at the top
+    deltas = baseline is not None and any(row.interval(f"delta_{name}") for row in shown)
+    figure = _figure(7.6 if deltas else 4.4, 0.34 * len(shown) + 1.05, left=1.6, right=0.25, bottom=0.5, top=0.35)
+    panels = figure.subplots(1, 2 if deltas else 1, sharey=True, squeeze=False)[0]
+    ys = list(range(len(shown)))
+    label = "mCE (%)" if use_mce else "unnormalised mean error (%)"
+    values = [100 * getattr(row, name) for row in shown]
+    bounds = [row.interval(name) or (getattr(row, name),) * 2 for row in shown]
+    panels[0].errorbar(values, ys, xerr=[[v - 100 * lo for v, (lo, _) in zip(values, bounds)],
+                                          [100 * hi - v for v, (_, hi) in zip(values, bounds)]],
+                       fmt="o", color="#3b6ea8", capsize=3, markersize=4)
+    panels[0].set_yticks(ys, [row.label for row in shown])
+    panels[0].set_xlabel(label)
+    panels[0].set_title(f"{label}, 95% interval")
+    if deltas:
+        axes = panels[1]
+        axes.axvline(0, color="grey", linewidth=1, linestyle="--")
+        for y, row in zip(ys, shown):
+            interval = row.interval(f"delta_{name}")
+            if row.label == baseline:
+                axes.plot([0], [y], marker="D", color="grey", markersize=4)
+                continue
+            if interval is None:
+                continue
+            value = 100 * getattr(row, f"delta_{name}")
+            real = row.excludes_zero(f"delta_{name}")
+            color = "#1a7f37" if real and value < 0 else "#b42318" if real else "#5b6475"
+            axes.errorbar([value], [y], xerr=[[value - 100 * interval[0]], [100 * interval[1] - value]], fmt="o",
+                          color=color, capsize=3, markersize=5, markerfacecolor=color if real else "white")
+        axes.set_xlabel(f"Δ vs {baseline} (points)")
+        axes.set_title("paired Δ, 95% interval (filled: excludes 0)")
+    return svg_data_uri(figure)

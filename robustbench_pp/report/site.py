@@ -20,7 +20,7 @@ from pathlib import Path
 from robustbench_pp._version import __version__
 from robustbench_pp.metrics import R_NET_LABELS
 from robustbench_pp.names import ALL_CORRUPTIONS, CLEAN, CORRUPTIONS, EXTRA_CORRUPTIONS, SEVERITIES
-from robustbench_pp.report import plots
+from robustbench_pp.report import plots, statistics
 from robustbench_pp.report.assets import CONTENT_SECURITY_POLICY, SCRIPT
 from robustbench_pp.report.leaderboard import (
     MEASURED,
@@ -33,7 +33,9 @@ from robustbench_pp.report.leaderboard import (
     leaderboard_json,
     leaderboard_markdown,
     number,
+    paired_delta_text,
     percent,
+    signed_points,
 )
 from robustbench_pp.results import Reference, RunTable
 
@@ -66,11 +68,21 @@ def _environment():
     environment.filters["num"] = number
     environment.filters["value"] = lambda v: "" if v is None else repr(float(v))
     environment.filters["r_net_html"] = _r_net_html
+    environment.filters["points"] = signed_points
+    environment.filters["interval"] = _interval_text
+    environment.globals["paired_delta_text"] = paired_delta_text
     environment.globals.update(
         csp=CONTENT_SECURITY_POLICY, script=jinja2.utils.markupsafe.Markup(SCRIPT), version=__version__,
         r_net_note=R_NET_NOTE, r_net_labels=R_NET_LABELS,
     )
     return environment
+
+
+def _interval_text(interval, scale: float = 100.0) -> str:
+    """``[47.49, 50.73]`` of a (low, high) pair of fractions (in %), or an empty string."""
+    if interval is None:
+        return ""
+    return f"[{scale * interval[0]:.2f}, {scale * interval[1]:.2f}]"
 
 
 def _r_net_html(label: str):
@@ -155,6 +167,39 @@ def _comparison(tables: Sequence[RunTable], base: RunTable) -> dict:
     return {"rows": rows, "helped": helped}
 
 
+def _paired_section(table: RunTable, base: RunTable, board: Leaderboard, reference: Reference | None,
+                    tables: Sequence[RunTable]) -> dict:
+    """One model against the comparison page's base: paired Δ with intervals, and a grid of per-cell tests."""
+    comparison = board.comparisons.get((table.dataset, table.label))
+    row = next((r for r in board.rows if r.dataset == table.dataset and r.label == table.label), None)
+    note = None
+    if comparison is None or row is None or row.baseline != base.label:  # measured against another baseline
+        delta = statistics.paired_against(base, table, reference, statistics.reference_run(tables, reference))
+        comparison, note = delta.comparison, delta.note
+    if comparison is None:
+        return {"label": table.label, "comparison": None, "note": note}
+    tests = {(t.corruption, t.severity): t for t in comparison.paired.cells}
+    grid = []
+    for name in [CLEAN, *ALL_CORRUPTIONS]:
+        severities = [0] if name == CLEAN else list(SEVERITIES)
+        if any((name, s) in tests for s in severities):
+            grid.append((name, [tests.get((name, s)) for s in severities]))
+    return {"label": table.label, "comparison": comparison, "note": note, "grid": grid,
+            "significant": len(comparison.significant_cells), "cells": len(comparison.paired.cells)}
+
+
+def _interval_plots(board: Leaderboard) -> list[tuple[str, str]]:
+    """(dataset, plot) of each dataset's measured rows: mCE with intervals and the paired Δ vs the baseline."""
+    plots_by_dataset = []
+    for dataset in board.datasets:
+        rows = [r for r in board.rows if r.dataset == dataset and r.source == MEASURED]
+        baseline = next((r.baseline for r in rows if r.baseline), None)
+        plot = plots.interval_plot(rows, baseline)
+        if plot:
+            plots_by_dataset.append((dataset, plot))
+    return plots_by_dataset
+
+
 def render_report(
     tables: Sequence[RunTable],
     references: Mapping[str, Reference | None],
@@ -193,10 +238,11 @@ def render_report(
         group = [base, *[t for t in group if t is not base]]  # the baseline's column first
         name = "compare-" + re.sub(r"[^A-Za-z0-9._-]+", "-", dataset) + ".html"
         compare_pages.append((dataset, name))
+        paired = [_paired_section(t, base, board, references.get(dataset), tables) for t in group if t is not base]
         files[name] = environment.get_template("compare.html").render(
             title=f"Comparison on {dataset}", dataset=dataset, tables=group, base=base,
             comparison=_comparison(group, base), plot=plots.comparison_bars(group), compare_pages=compare_pages,
-            has_extra=any(n in t.errors for t in group for n in EXTRA_CORRUPTIONS),
+            has_extra=any(n in t.errors for t in group for n in EXTRA_CORRUPTIONS), paired=paired,
         ).encode("utf-8")
     rows_by_page = {r.page: r for r in board.rows if r.page}
     for index, table in enumerate(tables):
@@ -213,6 +259,7 @@ def render_report(
     citations = sorted({r.citation for r in board.rows if r.citation})
     files["index.html"] = environment.get_template("index.html").render(
         title="Leaderboard", board=board, compare_pages=compare_pages, citations=citations,
+        interval_plots=_interval_plots(board),
     ).encode("utf-8")
     files["leaderboard.csv"] = leaderboard_csv(board).encode("utf-8")
     files["leaderboard.json"] = (json.dumps(leaderboard_json(board), indent=2, allow_nan=False) + "\n").encode("utf-8")

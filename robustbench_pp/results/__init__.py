@@ -6,6 +6,8 @@
 - :mod:`~robustbench_pp.results.tables`: records -> a run's error table (:class:`RunTable`).
 - :mod:`~robustbench_pp.results.references`: the mCE normaliser of each dataset.
 - :mod:`~robustbench_pp.results.summary`: a run's headline numbers and their intervals.
+- :mod:`~robustbench_pp.results.pairing`: two runs over the same images, lined up for
+  paired statistics (``rbpp compare``).
 - :mod:`~robustbench_pp.results.provenance`: versions, commit, device, command line.
 """
 
@@ -42,6 +44,13 @@ from robustbench_pp.results.references import (
     no_reference_note,
     reference_from_run,
 )
+from robustbench_pp.results.pairing import (
+    IncomparableRunsError,
+    RunComparison,
+    compare_files,
+    compare_runs_paired,
+    pairing_problems,
+)
 from robustbench_pp.results.summary import (
     R_NET_FORMULA_NOTE,
     RunMetrics,
@@ -57,16 +66,20 @@ __all__ = [
     "R_NET_FORMULA_NOTE",
     "SCHEMA_VERSION",
     "CellRecord",
+    "IncomparableRunsError",
     "IncompleteRunError",
     "MergeError",
     "RecordError",
     "Reference",
     "ResultsFileError",
+    "RunComparison",
     "RunMetrics",
     "RunTable",
     "TornLineWarning",
     "append_records",
     "choose_references",
+    "compare_files",
+    "compare_runs_paired",
     "completed_cells",
     "default_reference",
     "describe_mismatch",
@@ -78,6 +91,7 @@ __all__ = [
     "mean_error_intervals",
     "merge_shards",
     "no_reference_note",
+    "pairing_problems",
     "provenance",
     "read_records",
     "reference_from_run",

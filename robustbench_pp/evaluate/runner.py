@@ -1,17 +1,21 @@
 """One evaluation run: checkpoint + dataset -> a record per cell, through ``robustbench_pp.results``.
 
-The chain is: settings -> model (card decides preprocessing) -> data (opened and checked) ->
-audit (input size) -> plan of cells (clean first) -> per cell: evaluate, reduce across
-ranks, and on the writing rank append one record. With ``resume``, cells recorded by the
-same run are skipped; a file from a different run is refused. Killing the process loses at
-most the cell in flight (records are appended atomically, one per finished cell).
+The chain is: settings (checked) -> model (card decides preprocessing) -> data (opened and
+checked) -> audit (input size) -> plan of cells (clean first) -> per cell: evaluate, reduce
+across ranks, and on the writing rank append one record. With ``resume``, cells recorded by
+the same run are skipped; a file from a different run is refused. Killing the process loses
+at most the cell in flight (records are appended atomically, one per finished cell).
+
+Bad settings and an output folder that cannot be written fail before any work. Data found
+damaged in the middle of a run (an image that cannot be decoded) stops it, and a results file
+that this invocation created is removed: its records were computed on data known to be
+damaged, and nothing that looks like a run is left behind.
 """
 
 from __future__ import annotations
 
-import contextlib
 import warnings
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -22,12 +26,10 @@ import torch
 from robustbench_pp import results
 from robustbench_pp.evaluate.distributed import Partition, local_device, reduce_outcome
 from robustbench_pp.evaluate.engine import CellOutcome, Forward, evaluate_cell, find_batch_size, resolve_device
+from robustbench_pp.evaluate.preflight import EvaluationError, check_output, check_settings, data_errors
+from robustbench_pp.evaluate.preflight import as_evaluation_error as _as_evaluation_error
 from robustbench_pp.metrics.bootstrap import bootstrap_error_ci
 from robustbench_pp.names import CLEAN, CLEAN_SEVERITY
-
-
-class EvaluationError(ValueError):
-    """The run cannot start or continue; the message says why and what to do."""
 
 
 @dataclass(frozen=True)
@@ -84,17 +86,6 @@ def _recipe_of(model) -> str | None:
     if isinstance(recipe, dict):
         recipe = recipe.get("augment") or recipe.get("name")
     return str(recipe) if recipe is not None else None
-
-
-@contextlib.contextmanager
-def _as_evaluation_error() -> Iterator[None]:
-    """Library errors (bad model, data or results file) re-raised as :class:`EvaluationError`."""
-    try:
-        yield
-    except EvaluationError:
-        raise
-    except (ValueError, OSError) as exc:
-        raise EvaluationError(str(exc)) from None
 
 
 def build_model(settings: EvalSettings):
@@ -388,17 +379,25 @@ def run_evaluation(
         EvaluationError: bad combination of inputs, with the reason.
     """
     out = Path(out) if out is not None else None
-    _check_output(out, resume)
+    check_settings(settings)
+    created = check_output(out, resume)
     session = _open_session(settings, out, partition, shard)
     cells, images = session.inputs.cells, len(session.inputs.positions)
     done = session.writer.done_cells(resume)
     run = RunResult(out=out, skipped=[done[c] for c in cells if c in done])
     todo = [c for c in cells if c not in done]
     overall = progress(len(todo) * images, "all cells") if progress and todo else None
-    for cell in todo:
-        record = session.run_cell(cell, _cell_progress(progress, overall, cell, images))
-        if record is not None:
-            run.add(record)
+    try:
+        for cell in todo:
+            record = session.run_cell(cell, _cell_progress(progress, overall, cell, images))
+            if record is not None:
+                run.add(record)
+    except data_errors() as exc:
+        kept = "" if out is None else f"; {out} keeps the records it had before this run"
+        if created and partition.is_writer and out.exists():
+            out.unlink()
+            kept = f"; {out} was removed: its records were computed on this damaged data"
+        raise EvaluationError(f"{exc}{kept}") from None
     return run
 
 
@@ -410,12 +409,6 @@ def default_out(settings: EvalSettings, shard: Partition = Partition()) -> Path:
     name = settings.model or Path(settings.checkpoint or "random-init").stem
     suffix = "" if shard.world == 1 else f".shard-{shard.rank}-of-{shard.world}"
     return Path("results") / f"{name}__{settings.dataset}{suffix}.jsonl"
-
-
-def _check_output(out: Path | None, resume: bool) -> None:
-    """Refuse to overwrite or mix into an existing results file unless resuming it."""
-    if out is not None and out.exists() and out.stat().st_size > 0 and not resume:
-        raise EvaluationError(f"{out} already exists: pass `resume` to continue it, or choose another `out`")
 
 
 def _subset_positions(data, settings: EvalSettings) -> np.ndarray:

@@ -65,6 +65,65 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
         tmp.unlink(missing_ok=True)
 
 
+def writable_folder(path: str | os.PathLike) -> Path:
+    """Create ``path`` (with its parents) when missing and check that files can be made in it.
+
+    Commands call it before any work, so that an output under a regular file or on a
+    read-only filesystem fails at once with one message, not after an hour of computing.
+
+    Returns:
+        ``path`` as a Path.
+
+    Raises:
+        OSError: naming the folder and the reason (a file in the way, a read-only filesystem,
+            no permission); ``errno`` is kept.
+    """
+    path = Path(path)
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+    except (FileExistsError, NotADirectoryError) as exc:
+        blocker = next((p for p in (path, *path.parents) if p.exists() and not p.is_dir()), path)
+        raise _os_error(exc.errno, f"cannot create the folder {path}: {blocker} is a file, not a folder") from None
+    except OSError as exc:
+        raise _os_error(exc.errno, f"cannot create the folder {path}: {exc.strerror}") from None
+    if not os.access(path, os.W_OK | os.X_OK):
+        read_only = bool(os.statvfs(path).f_flag & os.ST_RDONLY)
+        reason = "read-only file system" if read_only else "permission denied"
+        raise _os_error(errno.EROFS if read_only else errno.EACCES, f"cannot write into {path}: {reason}")
+    return path
+
+
+def preallocate(fd: int, size: int, path: str | os.PathLike) -> None:
+    """Reserve ``size`` bytes of disk for an open file (``posix_fallocate``).
+
+    A memory-mapped file whose pages cannot be backed on a full disk kills the writer with
+    SIGBUS; reserving the space first turns a full disk into an OSError (ENOSPC) here.
+
+    Raises:
+        OSError: naming the file, when the space cannot be reserved.
+    """
+    try:
+        os.posix_fallocate(fd, 0, size)
+    except OSError as exc:
+        if exc.errno not in (errno.EOPNOTSUPP, errno.EINVAL, errno.ENOSYS):
+            raise _os_error(exc.errno, f"cannot reserve {size / 1e6:.1f} MB for {path}: {exc.strerror}") from None
+        # No fallocate on this filesystem: write the zeros ourselves (same guarantee).
+        zeros = bytes(_CHUNK)
+        for offset in range(os.fstat(fd).st_size // _CHUNK * _CHUNK, size, _CHUNK):
+            try:
+                os.pwrite(fd, zeros[: min(_CHUNK, size - offset)], offset)
+            except OSError as error:
+                raise _os_error(error.errno, f"cannot reserve {size / 1e6:.1f} MB for {path}: "
+                                f"{error.strerror}") from None
+
+
+def _os_error(code: int | None, message: str) -> OSError:
+    """An OSError whose text is ``message`` alone (no "[Errno n]" prefix) but keeps ``errno``."""
+    error = OSError(message)
+    error.errno = code
+    return error
+
+
 def atomic_write(path: str | os.PathLike, data: bytes | str) -> None:
     """Write ``data`` (text is UTF-8 encoded) to ``path`` atomically (see :func:`atomic_path`)."""
     payload = data.encode("utf-8") if isinstance(data, str) else data
@@ -114,13 +173,11 @@ def exclusive_lock(target: str | os.PathLike, *, wait: bool | float = False,
     import fcntl
 
     path = lock_path(target)
-    path.parent.mkdir(parents=True, exist_ok=True)
+    writable_folder(path.parent)
     try:
         fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o666)
     except OSError as exc:
-        error = OSError(f"cannot create the lock file {path}: {exc.strerror}")
-        error.errno = exc.errno
-        raise error from None
+        raise _os_error(exc.errno, f"cannot create the lock file {path}: {exc.strerror}") from None
     try:
         _acquire(fd, fcntl, path, target, wait, poll_seconds)
         try:  # best effort: the pid only improves another process's message

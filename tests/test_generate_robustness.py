@@ -63,6 +63,39 @@ def test_a_piece_whose_batches_write_nothing_is_not_recorded(tmp_path, monkeypat
     assert not (tmp_path / "fashion-mnist-c" / "brightness.npy").exists()
 
 
+def test_a_run_ended_between_the_last_block_and_the_move_is_finished_by_the_next(tmp_path, monkeypatch):
+    from robustbench_pp.datasets.layouts import NpyLayout
+
+    finalise = NpyLayout._finalise
+
+    def interrupted(self, *args, **kwargs):
+        raise KeyboardInterrupt  # every block written and listed as done, the file not yet moved
+
+    monkeypatch.setattr(NpyLayout, "_finalise", interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        generate("fashion-mnist-c", out=tmp_path, **SMALL)
+    monkeypatch.setattr(NpyLayout, "_finalise", finalise)
+    report = generate("fashion-mnist-c", out=tmp_path, **SMALL)
+    assert report.cells_written == 0 and report.cells_skipped == 1
+    assert read_manifest(tmp_path / "fashion-mnist-c")["corruptions_complete"] == ["brightness"]
+    assert len(open_corrupted("fashion-mnist-c", data_root=tmp_path / "fashion-mnist-c").verify()) == 2
+
+
+def test_partial_files_are_reserved_on_disk_before_they_are_memory_mapped(tmp_path, monkeypatch):
+    """A sparse memory-mapped file on a full disk kills the writer with SIGBUS (exit 135); a
+    reserved one cannot run out of space (tests/test_fault_injection.py fills a real tmpfs)."""
+    generate_module = importlib.import_module("robustbench_pp.datasets.generate")
+
+    def stop(*args, **kwargs):
+        raise RuntimeError("stopped before the first batch")
+
+    monkeypatch.setattr(generate_module._Corruptor, "corrupt", stop)
+    with pytest.raises(RuntimeError, match="stopped"):
+        generate("fashion-mnist-c", out=tmp_path, **SMALL)
+    partial = tmp_path / "fashion-mnist-c" / ".partial" / "brightness.npy"
+    assert partial.stat().st_blocks * 512 >= partial.stat().st_size
+
+
 def test_cli_batch_size_reproducer_writes_nothing(tmp_path):
     result = CliRunner().invoke(main, ["generate", "fashion-mnist-c", "--out", str(tmp_path / "t"), "--limit", "50",
                                        "--corruptions", "brightness", "--severities", "1", "--workers", "1",

@@ -227,6 +227,9 @@ class NpyLayout(Layout):
 
     def pending(self, manifest: dict, corruption: str, contents: SetContents) -> tuple[list[Piece], int]:
         done = self._progress(corruption, contents)
+        if set(done) == set(contents.severities):  # every block written, but the run ended before the move
+            self._finalise(manifest, corruption, contents)
+            return [], len(done)
         pieces = [Piece(corruption, s, b) for b, s in enumerate(contents.severities) if s not in done]
         return pieces, len(done)
 
@@ -240,9 +243,9 @@ class NpyLayout(Layout):
 
     def finish_piece(self, manifest: dict, piece: Piece, contents: SetContents) -> None:
         progress = self._progress_file(piece.corruption)
-        done = json.loads(progress.read_text())["done"] if progress.is_file() else []
-        atomic_write(progress, json.dumps({"done": sorted(set(done) | {piece.severity})}))
-        if set(self._progress(piece.corruption, contents)) == set(contents.severities):
+        done = sorted(set(json.loads(progress.read_text())["done"] if progress.is_file() else []) | {piece.severity})
+        atomic_write(progress, json.dumps({"done": done}))
+        if set(done) == set(contents.severities):
             self._finalise(manifest, piece.corruption, contents)
 
     def _partial(self, corruption: str) -> Path:

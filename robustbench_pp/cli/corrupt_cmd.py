@@ -5,6 +5,7 @@ from __future__ import annotations
 import click
 
 from robustbench_pp.cli._errors import library_errors
+from robustbench_pp.cli._types import SEED
 
 
 def load_square_image(path: str, size: int):
@@ -25,11 +26,11 @@ def load_square_image(path: str, size: int):
 @click.option("--preset", type=click.Choice(["imagenet", "cifar"]), default="imagenet", show_default=True, help="Parameter set.")
 @click.option("--image", "image_path", required=True, type=click.Path(dir_okay=False), help="A PNG or JPEG photograph.")
 @click.option("--out", "out_path", required=True, type=click.Path(dir_okay=False, writable=True), help="Output PNG.")
-@click.option("--size", type=int, default=None, help="Side in pixels (default 224 imagenet, 32 cifar).")
+@click.option("--size", type=click.IntRange(min=16, max=4096), default=None, help="Side in pixels (default 224 imagenet, 32 cifar).")
 @click.option("--extras/--no-extras", default=False, show_default=True, help="Add the 4 extra corruptions (19 rows).")
 @click.option("--only", default=None, help="Comma-separated corruption names (default: all rows).")
-@click.option("--seed", type=int, default=0, show_default=True)
-@click.option("--dpi", type=int, default=100, show_default=True)
+@click.option("--seed", type=SEED, default=0, show_default=True)
+@click.option("--dpi", type=click.IntRange(min=10, max=1200), default=100, show_default=True)
 def corrupt_gallery(preset, image_path, out_path, size, extras, only, seed, dpi):
     """Render a (15 or 19)×5 grid of one image under every corruption and severity."""
     from robustbench_pp.names import ALL_CORRUPTIONS, CORRUPTIONS

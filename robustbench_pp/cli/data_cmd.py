@@ -7,6 +7,7 @@ import os
 import click
 
 from robustbench_pp.cli._errors import library_errors, with_flags
+from robustbench_pp.cli._types import COUNT, SEED
 
 # Library parameters named in dataset messages that these commands set under another name, or
 # that belong to the command the message suggests (`rbpp generate`, `rbpp evaluate`).
@@ -127,11 +128,11 @@ def datasets(name, data_root, source_root, verify, download, as_json):
 @click.option("--corruptions", "corruption_names", multiple=True,
               help="Names, comma-separated, or all (default: the 15 + 4 extras) / benchmark / extra.")
 @click.option("--severities", multiple=True, help="Severities, comma-separated (default 1..5).")
-@click.option("--seed", default=0, show_default=True, help="Corruption seed (same seed -> identical files).")
+@click.option("--seed", type=SEED, default=0, show_default=True, help="Corruption seed (same seed -> identical files).")
 @click.option("--device", default="cpu", show_default=True, help="Where the corruption kernels run (cpu, cuda).")
-@click.option("--batch-size", type=int, help="Images per corruption call (default 1000 at 32 px, 64 at 224 px).")
-@click.option("--limit", type=int, help="Seeded, class-balanced subset of this many images (recorded).")
-@click.option("--workers", type=int, help="Processes corrupting cells in parallel, one torch thread each "
+@click.option("--batch-size", type=COUNT, help="Images per corruption call (default 1000 at 32 px, 64 at 224 px).")
+@click.option("--limit", type=COUNT, help="Seeded, class-balanced subset of this many images (recorded).")
+@click.option("--workers", type=COUNT, help="Processes corrupting cells in parallel, one torch thread each "
               "(default: one per CPU, at most 4).")
 @click.option("--download", is_flag=True, help="Download the clean source first (CIFAR only).")
 @click.option("--quiet", is_flag=True, help="No progress bar.")

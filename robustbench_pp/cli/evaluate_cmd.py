@@ -9,6 +9,7 @@ from pathlib import Path
 import click
 
 from robustbench_pp.cli._errors import library_errors, with_flags
+from robustbench_pp.cli._types import BATCH_SIZE, COUNT, SEED
 from robustbench_pp.cli.metrics_cmd import REFERENCE_ALIASES, print_summary
 from robustbench_pp.cli.models_cmd import MODEL_FLAG_ALIASES
 from robustbench_pp.names import DEFAULT_PROTOCOL, PROTOCOLS
@@ -95,18 +96,18 @@ def _progress_factory(enabled: bool):
 @click.option("--jpeg-roundtrip", is_flag=True, help="On the fly: add the released sets' JPEG (q85) step.")
 @click.option("--corruptions", default=None, help="Comma-separated corruption names (default: all available).")
 @click.option("--severities", default=None, help="Comma-separated severities (default: 1,2,3,4,5).")
-@click.option("--limit", type=int, default=None, help="Evaluate a fixed, class-balanced, seeded subset of N images.")
-@click.option("--subset-seed", type=int, default=0, show_default=True, help="Seed of the subset and bootstrap.")
-@click.option("--seed", type=int, default=0, show_default=True, help="Corruption seed (on the fly).")
-@click.option("--batch-size", default="256", show_default=True, help="Images per batch, or 'auto' on a GPU.")
+@click.option("--limit", type=COUNT, default=None, help="Evaluate a fixed, class-balanced, seeded subset of N images.")
+@click.option("--subset-seed", type=SEED, default=0, show_default=True, help="Seed of the subset and bootstrap.")
+@click.option("--seed", type=SEED, default=0, show_default=True, help="Corruption seed (on the fly).")
+@click.option("--batch-size", type=BATCH_SIZE, default="256", show_default=True, help="Images per batch, or 'auto' on a GPU.")
 @click.option("--device", default="auto", show_default=True, help="auto (CUDA when present), cpu, cuda, cuda:N.")
 @click.option("--precision", type=click.Choice(["fp32", "bf16", "fp16"]), default="fp32", show_default=True)
 @click.option("--compile", "compile_model", is_flag=True, help="torch.compile the model first.")
-@click.option("--workers", type=int, default=None, help="Data loader processes (default: loader decides).")
+@click.option("--workers", type=click.IntRange(min=0), default=None, help="Data loader processes (default: loader decides).")
 @click.option("--allow-mismatch", is_flag=True, help="Resize inputs whose size differs from the model card's.")
-@click.option("--num-classes", type=int, default=None, help="Plain state_dicts without a card only.")
+@click.option("--num-classes", type=COUNT, default=None, help="Plain state_dicts without a card only.")
 @click.option("--stem", type=click.Choice(["cifar", "imagenet"]), default=None, help="Plain state_dicts only.")
-@click.option("--width", type=int, default=None, help="Plain state_dicts only: base channel width.")
+@click.option("--width", type=COUNT, default=None, help="Plain state_dicts only: base channel width.")
 @click.option("--out", type=click.Path(dir_okay=False), default=None,
               help="Results file (default results/<model>__<dataset>[.shard-i-of-n].jsonl).")
 @click.option("--resume", is_flag=True, help="Skip cells already in --out from the same run.")
@@ -151,11 +152,6 @@ def _settings(options: dict):
     from robustbench_pp.results.provenance import command_line
 
     batch_size = options["batch_size"]
-    if batch_size != "auto":
-        try:
-            batch_size = int(batch_size)
-        except ValueError:
-            raise click.BadParameter("must be a positive integer or 'auto'", param_hint="--batch-size") from None
     try:
         shard = parse_shard(options["shard"])
     except ValueError as exc:

@@ -8,6 +8,7 @@ import sys
 import click
 
 from robustbench_pp.cli._errors import library_errors
+from robustbench_pp.cli._types import SEED, FiniteFloatRange
 
 #: Library parameters that these commands (and ``rbpp evaluate``) set under another flag:
 #: ``create_model(name=...)`` is ``--model``.
@@ -65,7 +66,7 @@ def models(pattern: str | None, stem: str, as_json: bool) -> None:
 @click.option("--out", type=click.Path(file_okay=False), required=True,
               help="Output folder: model.safetensors + model.json (each epoch) and train_state.pt.")
 @click.option("--device", default="cpu", show_default=True, help="cpu, cuda or cuda:N.")
-@click.option("--seed", type=int, default=0, show_default=True)
+@click.option("--seed", type=SEED, default=0, show_default=True)
 @click.option("--limit-train", type=click.IntRange(min=1), default=None,
               help="Train on a seeded class-balanced subset of N images.")
 @click.option("--limit-test", type=click.IntRange(min=1), default=None,
@@ -76,8 +77,8 @@ def models(pattern: str | None, stem: str, as_json: bool) -> None:
 @click.option("--inhibition", "inhibition_mode", type=click.Choice(["fixed", "trainable"]), default=None,
               help="PushPull inhibition mode (default: trainable).")
 @click.option("--batch-size", type=click.IntRange(min=2), default=None, help="Default: the recipe's.")
-@click.option("--lr", type=float, default=None, help="Peak learning rate. Default: the recipe's.")
-@click.option("--weight-decay", type=float, default=None, help="Default: the recipe's.")
+@click.option("--lr", type=FiniteFloatRange(min=0, min_open=True), default=None, help="Peak learning rate. Default: the recipe's.")
+@click.option("--weight-decay", type=FiniteFloatRange(min=0), default=None, help="Default: the recipe's.")
 @click.option("--schedule", type=click.Choice(["cosine", "step", "onecycle"]), default=None,
               help="Per-batch learning-rate schedule. Default: the recipe's.")
 @click.option("--jsd/--no-jsd", default=None, help="AugMix/PRIME Jensen-Shannon loss. Default: the recipe's.")

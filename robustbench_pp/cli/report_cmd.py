@@ -7,6 +7,7 @@ import sys
 import click
 
 from robustbench_pp.cli._errors import library_errors, with_flags
+from robustbench_pp.cli._types import FiniteFloatRange
 from robustbench_pp.cli.metrics_cmd import REFERENCE_ALIASES
 
 
@@ -47,9 +48,9 @@ def report(results_paths, baseline, reference_choices, reported_files, out_dir, 
 @click.argument("results_file", metavar="RESULTS", type=click.Path(dir_okay=False))
 @click.option("--against", "reference_file", required=True, type=click.Path(dir_okay=False),
               help="Reference results file, e.g. results/reference/<run>.jsonl.")
-@click.option("--tolerance-cell", default=0.02, show_default=True, type=click.FloatRange(min=0),
+@click.option("--tolerance-cell", default=0.02, show_default=True, type=FiniteFloatRange(min=0),
               help="Allowed absolute change of a cell's top-1 error (fraction: 0.02 = 2 points).")
-@click.option("--tolerance-mce", default=0.01, show_default=True, type=click.FloatRange(min=0),
+@click.option("--tolerance-mce", default=0.01, show_default=True, type=FiniteFloatRange(min=0),
               help="Allowed absolute change of the unnormalised mean error (and of mCE on ImageNet-C).")
 @click.option("--ci-aware", is_flag=True, help="Flag a cell only when the new error is also outside the reference's 95% interval.")
 @click.option("--two-sided", is_flag=True, help="Fail on improvements beyond tolerance too (deterministic references).")

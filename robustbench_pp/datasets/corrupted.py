@@ -26,7 +26,7 @@ from robustbench_pp.datasets.layouts import (
     Selection,
     layout_for,
 )
-from robustbench_pp.datasets.loader import CleanReader, LoadOptions, OnTheFlyReader, load_batches
+from robustbench_pp.datasets.loader import CleanReader, LoadOptions, OnTheFlyReader, load_batches, to_nchw
 from robustbench_pp.datasets.manifest import MANIFEST_NAME, ManifestError, read_manifest
 from robustbench_pp.datasets.sources import SourceError
 from robustbench_pp.datasets.specs import DatasetSpec, get_dataset
@@ -192,17 +192,42 @@ class CorruptedDataset:
 
     def verify(self) -> list[str]:
         """Read every byte of the selected files and check them against the manifest's
-        sha256 (generated sets) or the published MD5s (released sets).
+        sha256 (generated sets; a JPEG cell's images against its ``SHA256SUMS``) or the
+        published MD5s (released sets). For a generated set whose clean source is here, a
+        few images of each cell are also corrupted again with the manifest's seed and preset
+        and compared with the stored ones, which ties the recorded parameters to the bytes.
 
         Returns:
             The relative paths verified (none on the fly).
 
         Raises:
-            ManifestError: naming the first file that differs.
+            ManifestError: naming the first file that differs, or the first cell that the
+                recorded parameters do not reproduce.
         """
         if self.origin.layout is None:
             return []
-        return self.origin.layout.verify(self.origin.manifest, self.table)
+        checked = self.origin.layout.verify(self.origin.manifest, self.table)
+        if self.origin.manifest is not None and self.clean.source is not None:
+            self._check_reproduced()
+        return checked
+
+    def _check_reproduced(self) -> None:
+        layout = self.origin.layout
+        lossy = layout.jpeg_quality is not None
+        # Mean absolute pixel difference allowed: rounding of another device's kernels (npy),
+        # plus the JPEG encoder, whose round trip is simulated (jpeg-folders).
+        tolerance = 2.0 if lossy else 0.5
+        positions = np.unique(np.array([0, self.num_images // 2, self.num_images - 1], dtype=np.int64))
+        for (corruption, severity), reader in self.cells.items():
+            again = OnTheFlyReader(self.clean.source, self.source_indices, corruption, severity, self.seed, lossy,
+                                   self.spec.jpeg_quality)
+            gap = float((to_nchw(reader(positions)).float() - to_nchw(again(positions)).float()).abs().mean())
+            if gap > tolerance:
+                raise ManifestError(
+                    f"{layout.root}: the stored {corruption} severity {severity} images are not what seed "
+                    f"{self.seed} and preset {self.spec.preset} produce (mean pixel difference {gap:.1f}); the "
+                    f"manifest's parameters do not describe these files"
+                )
 
 
 def open_corrupted(name, *, data_root=None, source_root=None, on_the_fly: bool = False, seed: int = 0,

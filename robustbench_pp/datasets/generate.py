@@ -6,11 +6,18 @@ at quality 85 with a ``SHA256SUMS`` per cell. ``manifest.json`` records the para
 per-file sha256 and the counts. The layout classes (:mod:`robustbench_pp.datasets.layouts`)
 own the files; this module plans the pieces, corrupts the images and runs the workers.
 
-Crash safety: work in progress lives under ``<out>/.partial/`` (a memory-mapped npy file
-with a progress list of finished severity blocks, or a folder of finished JPEGs); a file
-reaches its final name by ``os.replace`` only when complete, and counts as complete only
-once the manifest lists it. A kill at any point therefore loses at most the block or image
-being written, and a rerun with the same parameters resumes.
+Crash safety: work in progress lives under ``<out>/.partial/`` (a memory-mapped npy file,
+its disk space reserved up front so that a full disk is an error and not a SIGBUS, with a
+progress list of finished severity blocks; or a folder of finished JPEGs); a file reaches
+its final name by ``os.replace`` only when complete, and counts as complete only once the
+manifest lists it. A kill at any point therefore loses at most the block or image being
+written, and a rerun with the same parameters resumes. Worker processes die with the
+generating process (:mod:`robustbench_pp.datasets.workers`).
+
+One writer per set: a run holds an OS lock on ``<out>/.<name>.lock``
+(:func:`robustbench_pp.fileio.exclusive_lock`) from its first write to its last; a second
+run on the same folder fails at once, naming the first one's pid. Every argument is checked
+before anything is written, so a bad one leaves nothing behind.
 
 Image ``i`` of the clean test set is corrupted as image ``i`` of the full test set (also
 with a ``limit``), by :func:`robustbench_pp.corruptions.corrupt_by_index`, so generated cells
@@ -20,7 +27,7 @@ equal on-the-fly cells exactly (before the JPEG encoding of ImageNet-style sets)
 from __future__ import annotations
 
 import contextlib
-import hashlib
+import os
 import shutil
 import time
 from concurrent.futures import ProcessPoolExecutor, as_completed
@@ -30,7 +37,9 @@ from typing import Callable, Iterator
 
 import numpy as np
 
+from robustbench_pp import arguments
 from robustbench_pp.code_identity import git_commit
+from robustbench_pp.datasets import workers as worker_processes
 from robustbench_pp.datasets.clean import CleanSource, open_clean_source
 from robustbench_pp.datasets.layouts import Layout, Piece, Selection, SetContents, layout_for
 from robustbench_pp.datasets.manifest import (
@@ -38,13 +47,14 @@ from robustbench_pp.datasets.manifest import (
     MANIFEST_NAME,
     MANIFEST_VERSION,
     ManifestError,
-    entry_is_complete,
+    indices_sha256,
     read_manifest,
     utc_now,
     write_manifest,
 )
 from robustbench_pp.datasets.specs import DatasetSpec, get_dataset
 from robustbench_pp.datasets.subsets import balanced_subset
+from robustbench_pp.fileio import exclusive_lock, writable_folder
 from robustbench_pp.names import ALL_CORRUPTIONS
 
 # The `limit` subset is drawn with this fixed seed, not the corruption seed, so that sets
@@ -109,15 +119,25 @@ def generate(name, *, out, source_root=None, corruptions=None, severities=None, 
 
     Raises:
         SourceError: the clean source is missing.
-        ManifestError: the folder holds a set generated with other parameters.
-        ValueError: bad names, severities or limit.
+        ManifestError: the folder holds a set generated with other parameters, or a manifest
+            that is not self-consistent.
+        LockedError: another process is generating into the same folder.
+        ValueError: bad names, severities, counts, seed or device (before anything is written).
+        OSError: the output folder cannot be written (a file in the way, a read-only or full
+            filesystem); files already complete stay complete.
 
     Example:
         >>> generate("fashion-mnist-c", out="corruptions", corruptions=["fog"], limit=1000)
     """
     spec = get_dataset(name)
-    if workers > 1 and device != "cpu":
-        raise ValueError(f"`workers` = {workers} forks processes, which cannot share {device}; use one worker on a GPU")
+    batch_size = arguments.whole_number("batch_size", batch_size, optional=True)
+    limit = arguments.whole_number("limit", limit, optional=True)
+    workers = arguments.whole_number("workers", workers)
+    threads = arguments.whole_number("threads", threads)
+    seed = arguments.whole_number("seed", seed, minimum=0)
+    _check_forking(workers, device)
+    device = str(arguments.resolve_device(device))
+    _check_forking(workers, device)  # "auto" may have chosen a GPU
     selection = Selection.checked(corruptions, severities)
     options = GenerationOptions(corruptions=selection.corruptions or ALL_CORRUPTIONS,
                                 severities=tuple(sorted(set(selection.severities))), seed=seed, device=device,
@@ -125,6 +145,11 @@ def generate(name, *, out, source_root=None, corruptions=None, severities=None, 
                                 progress=progress)
     with _torch_threads(threads):
         return _generate(spec, Path(out) / spec.name, source_root, options)
+
+
+def _check_forking(workers: int, device: str) -> None:
+    if workers > 1 and device not in ("cpu", "auto"):
+        raise ValueError(f"`workers` = {workers} forks processes, which cannot share {device}; use one worker on a GPU")
 
 
 @contextlib.contextmanager
@@ -143,11 +168,19 @@ def _torch_threads(threads: int) -> Iterator[None]:
 def _generate(spec: DatasetSpec, folder: Path, source_root, options: GenerationOptions) -> GenerationReport:
     source = open_clean_source(spec, source_root)
     source_indices, limit = _subset(source, options.limit)
+    writable_folder(folder.parent)
+    with exclusive_lock(folder):
+        return _generate_locked(spec, folder, source, source_indices, limit, options)
+
+
+def _generate_locked(spec: DatasetSpec, folder: Path, source: CleanSource, source_indices: np.ndarray,
+                     limit: int | None, options: GenerationOptions) -> GenerationReport:
     layout = layout_for(spec, folder)
     contents = SetContents(source_indices, options.severities, layout.image_keys(source, source_indices))
     manifest = _start_or_resume(layout, _new_manifest(layout, source, contents, options.seed, limit))
+    batch_size = options.batch_size if options.batch_size is not None else _default_batch(spec)
     job = _Job(layout, manifest, contents, _CleanImages.of(source, source_indices),
-               _Corruptor(spec.preset, options.seed, options.device, options.batch_size or _default_batch(spec)))
+               _Corruptor(spec.preset, options.seed, options.device, batch_size))
     layout.begin(manifest, contents, source.labels[source_indices])
     pieces, skipped = job.plan(options.corruptions)
     started = time.perf_counter()
@@ -187,7 +220,6 @@ def _new_manifest(layout: Layout, source: CleanSource, contents: SetContents, se
     from robustbench_pp._version import __version__
 
     spec, source_indices = layout.spec, contents.source_indices
-    indices_blob = np.ascontiguousarray(source_indices, dtype=np.int64).tobytes()
     return {
         "format": MANIFEST_FORMAT,
         "format_version": MANIFEST_VERSION,
@@ -203,7 +235,7 @@ def _new_manifest(layout: Layout, source: CleanSource, contents: SetContents, se
             "severities": list(contents.severities),
             "limit": limit,
             "subset_seed": SUBSET_SEED if limit is not None else None,
-            "indices_sha256": hashlib.sha256(indices_blob).hexdigest(),
+            "indices_sha256": indices_sha256(source_indices),
             "image_size": spec.image_size,
             "layout": spec.layout,
             "geometry": spec.geometry,
@@ -240,8 +272,9 @@ def _start_or_resume(layout: Layout, manifest: dict) -> dict:
     """Write the manifest of a new set, or check and return the one of the set to resume.
 
     Without a manifest, leftovers under ``.partial/`` cannot be matched to their parameters
-    and are discarded. A resumed manifest forgets files that are missing or truncated, and
-    corruptions whose files are not all recorded.
+    and are discarded. A resumed manifest forgets files that are missing or changed since
+    they were recorded (they are generated again), and corruptions whose files are not all
+    recorded.
     """
     layout.root.mkdir(parents=True, exist_ok=True)
     old = read_manifest(layout.root)
@@ -250,7 +283,7 @@ def _start_or_resume(layout: Layout, manifest: dict) -> dict:
     else:
         _check_resume(layout.root, old, manifest)
         severities = manifest["parameters"]["severities"]
-        old["files"] = {rel: e for rel, e in old["files"].items() if entry_is_complete(layout.root, rel, e)}
+        old["files"] = {rel: e for rel, e in old["files"].items() if layout.recorded_intact(old, rel)}
         old["corruptions_complete"] = [c for c in old.get("corruptions_complete", [])
                                        if all(rel in old["files"] for rel in layout.corruption_keys(c, severities))]
         manifest = old
@@ -287,8 +320,9 @@ class _CleanImages:
 _WORKER_CLEAN: _CleanImages | None = None
 
 
-def _init_worker(clean: _CleanImages, threads: int) -> None:
+def _init_worker(parent_pid: int, clean: _CleanImages, threads: int) -> None:
     global _WORKER_CLEAN
+    worker_processes.die_with_parent(parent_pid)
     import torch
 
     torch.set_num_threads(threads)
@@ -321,6 +355,7 @@ class _Corruptor:
                 on_batch: Callable[[int], object] | None) -> Iterator[tuple[np.ndarray, np.ndarray]]:
         """``(positions, corrupted images)`` per batch; ``on_batch`` runs once the consumer has written one."""
         for start in range(0, len(positions), self.batch_size):
+            worker_processes.exit_if_orphaned()
             chunk = positions[start : start + self.batch_size]
             yield chunk, self.corrupt(clean.at(chunk), clean.source_indices[chunk], piece)
             if on_batch is not None:
@@ -334,7 +369,19 @@ def _write_piece(layout: Layout, piece: Piece, contents: SetContents, corruptor:
     todo = layout.todo_positions(piece, contents)
     if on_batch is not None and contents.num_images - len(todo):
         on_batch(contents.num_images - len(todo))  # written before an interruption
-    layout.write_piece(piece, contents, corruptor.batches(piece, todo, clean, on_batch))
+    written = np.zeros(len(todo), dtype=bool)
+
+    def counted():
+        for positions, images in corruptor.batches(piece, todo, clean, on_batch):
+            written[np.searchsorted(todo, positions)] = True
+            yield positions, images
+
+    layout.write_piece(piece, contents, counted())
+    # A piece counts as written only when every image was: a batch loop that yields nothing
+    # must never leave a block of zeros to be recorded as complete.
+    if not written.all():
+        raise RuntimeError(f"{piece.corruption} severity {piece.severity}: {int(written.sum())} of {len(todo)} "
+                           "images were written; the piece is not recorded")
     return contents.num_images
 
 
@@ -389,7 +436,7 @@ class _Job:
                     seed=self.corruptor.seed)
         context = multiprocessing.get_context("fork")
         with ProcessPoolExecutor(options.workers, mp_context=context, initializer=_init_worker,
-                                 initargs=(self.clean, options.threads)) as pool:
+                                 initargs=(os.getpid(), self.clean, options.threads)) as pool:
             futures = {pool.submit(_write_piece, self.layout, piece, self.contents, self.corruptor): piece
                        for piece in pieces}
             try:

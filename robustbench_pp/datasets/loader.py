@@ -89,6 +89,18 @@ class LoadOptions:
     clean_in_memory: bool = True  # the clean source is an in-memory array (not image files)
 
 
+@dataclass(frozen=True)
+class _ReaderFailure:
+    """An exception raised by a reader in a worker process, sent back as a value.
+
+    A DataLoader re-raises a worker's exception with the worker's whole traceback pasted into
+    its message; sent as a value, it is raised again in this process as it was (one line
+    naming the file, e.g. an image that cannot be decoded).
+    """
+
+    error: BaseException
+
+
 class _BatchDataset:
     """Item k is the whole k-th batch, so worker processes build batches end to end."""
 
@@ -102,7 +114,22 @@ class _BatchDataset:
         import torch
 
         positions = self.chunks[k]
-        return to_nchw(self.reader(positions)), torch.from_numpy(self.labels[positions])
+        if torch.utils.data.get_worker_info() is None:
+            return to_nchw(self.reader(positions)), torch.from_numpy(self.labels[positions])
+        try:
+            return to_nchw(self.reader(positions)), torch.from_numpy(self.labels[positions])
+        except Exception as exc:  # noqa: BLE001 - every error goes back to the main process
+            return _ReaderFailure(_picklable(exc))
+
+
+def _picklable(exc: Exception) -> Exception:
+    import pickle
+
+    try:
+        pickle.loads(pickle.dumps(exc))
+    except Exception:  # noqa: BLE001
+        return RuntimeError(f"{type(exc).__name__}: {exc}")
+    return exc
 
 
 def _init_worker(_worker_id: int) -> None:
@@ -130,6 +157,8 @@ def load_batches(reader: Callable, labels: np.ndarray, chunks: list[np.ndarray],
     import torch
 
     num_workers = _worker_count(reader, chunks, options)
+    if isinstance(num_workers, bool) or not isinstance(num_workers, int) or num_workers < 0:
+        raise ValueError(f"`num_workers` must be a whole number of at least 0, got {num_workers!r}")
     device = torch.device(options.device)
     if options.corrupt_on not in CORRUPT_ON:
         raise ValueError(f"`corrupt_on` must be 'auto', 'host' or 'device', got {options.corrupt_on!r}")
@@ -145,7 +174,10 @@ def load_batches(reader: Callable, labels: np.ndarray, chunks: list[np.ndarray],
     else:
         source = torch.utils.data.DataLoader(dataset, batch_size=None, shuffle=False, num_workers=num_workers,
                                              worker_init_fn=_init_worker, prefetch_factor=2, pin_memory=pin)
-    for positions, (images, batch_labels) in zip(chunks, source):
+    for positions, item in zip(chunks, source):
+        if isinstance(item, _ReaderFailure):
+            raise item.error
+        images, batch_labels = item
         if pin and not images.is_pinned():
             images, batch_labels = images.pin_memory(), batch_labels.pin_memory()
         if device.type != "cpu":

@@ -15,6 +15,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
+from robustbench_pp import arguments
 from robustbench_pp.preprocessing import normalize
 
 CALIBRATION_BINS = 15
@@ -47,13 +48,13 @@ class CellOutcome:
 
 
 def resolve_device(device: str) -> torch.device:
-    """'auto' -> cuda when available, else cpu; validates an explicit choice."""
-    if device == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    resolved = torch.device(device)
-    if resolved.type == "cuda" and not torch.cuda.is_available():
-        raise ValueError(f"`device` {device} asked for, but no CUDA device is available here (use `device` cpu)")
-    return resolved
+    """'auto' -> cuda when available, else cpu; validates an explicit choice
+    (:func:`robustbench_pp.arguments.resolve_device`).
+
+    Raises:
+        ValueError: an unknown or unsupported device, or one this machine does not have.
+    """
+    return arguments.resolve_device(device)
 
 
 def _is_out_of_memory(exc: BaseException) -> bool:

@@ -12,6 +12,11 @@ external form (``PATH.py:FACTORY``, ``package.module:FACTORY``, ``torchvision/NA
 :func:`run_evaluation` directly (:func:`robustbench_pp.evaluate.evaluate_model`). The
 ``protocol`` (``imagenet-c`` or ``pushpull-net``) decides how clean ImageNet images are framed;
 it is recorded in every record and, when not the default, in the run's identity.
+
+Bad settings and an output folder that cannot be written fail before any work. Data found
+damaged in the middle of a run (an image that cannot be decoded) stops it, and a results file
+that this invocation created is removed: its records were computed on data known to be
+damaged, and nothing that looks like a run is left behind.
 """
 
 from __future__ import annotations
@@ -31,6 +36,7 @@ from robustbench_pp.evaluate.engine import CellOutcome, Forward, evaluate_cell, 
 from robustbench_pp.evaluate.errors import EvaluationError
 from robustbench_pp.evaluate.errors import as_evaluation_error as _as_evaluation_error
 from robustbench_pp.evaluate.model import build_model, ready_model
+from robustbench_pp.evaluate.preflight import check_output, check_settings, data_errors
 from robustbench_pp.metrics.bootstrap import bootstrap_error_ci
 from robustbench_pp.names import ALL_CORRUPTIONS, CLEAN, CLEAN_SEVERITY, DEFAULT_PROTOCOL, PROTOCOLS
 
@@ -390,7 +396,8 @@ def run_evaluation(
         EvaluationError: bad combination of inputs, with the reason.
     """
     out = Path(out) if out is not None else None
-    _check_output(out, resume)
+    check_settings(settings)
+    created = check_output(out, resume)
     session = _open_session(settings, out, partition, shard, model)
     card = session.inputs.card
     if announce is not None and hasattr(card, "describe"):
@@ -400,10 +407,17 @@ def run_evaluation(
     run = RunResult(out=out, skipped=[done[c] for c in cells if c in done], card=card)
     todo = [c for c in cells if c not in done]
     overall = progress(len(todo) * images, "all cells") if progress and todo else None
-    for cell in todo:
-        record = session.run_cell(cell, _cell_progress(progress, overall, cell, images))
-        if record is not None:
-            run.add(record)
+    try:
+        for cell in todo:
+            record = session.run_cell(cell, _cell_progress(progress, overall, cell, images))
+            if record is not None:
+                run.add(record)
+    except data_errors() as exc:
+        kept = "" if out is None else f"; {out} keeps the records it had before this run"
+        if created and partition.is_writer and out.exists():
+            out.unlink()
+            kept = f"; {out} was removed: its records were computed on this damaged data"
+        raise EvaluationError(f"{exc}{kept}") from None
     return run
 
 
@@ -422,12 +436,6 @@ def default_out(settings: EvalSettings, shard: Partition = Partition()) -> Path:
     name = re.sub(r"[^A-Za-z0-9._-]+", "-", name)
     suffix = "" if shard.world == 1 else f".shard-{shard.rank}-of-{shard.world}"
     return Path("results") / f"{name}__{settings.dataset}{suffix}.jsonl"
-
-
-def _check_output(out: Path | None, resume: bool) -> None:
-    """Refuse to overwrite or mix into an existing results file unless resuming it."""
-    if out is not None and out.exists() and out.stat().st_size > 0 and not resume:
-        raise EvaluationError(f"{out} already exists: pass `resume` to continue it, or choose another `out`")
 
 
 def _subset_positions(data, settings: EvalSettings) -> np.ndarray:

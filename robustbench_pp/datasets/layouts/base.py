@@ -26,6 +26,7 @@ from robustbench_pp.datasets.clean import CleanSource
 from robustbench_pp.datasets.manifest import (
     MANIFEST_NAME,
     ManifestError,
+    check_recorded_file,
     record_complete_corruption,
     record_file,
     verify_entry,
@@ -185,7 +186,7 @@ class Layout(abc.ABC):
                 if name not in present:
                     raise LayoutError(f"{self.root} has no data for {name} (expected {self.corruption_path(name)})")
             return list(selected)
-        done = manifest.get("corruptions_complete", [])
+        done = manifest["corruptions_complete"]
         selected = corruptions or [c for c in ALL_CORRUPTIONS if c in done]
         for name in selected:
             if name not in done:
@@ -194,15 +195,41 @@ class Layout(abc.ABC):
         return list(selected)
 
     def generated_indices(self, manifest: dict) -> np.ndarray:
-        """Source index of each position of a generated set (all images unless it has a ``limit``)."""
-        indices = manifest.get("indices")
+        """Source index of each position of a generated set (all images unless it has a ``limit``);
+        :func:`~robustbench_pp.datasets.manifest.read_manifest` has checked them."""
+        indices = manifest["indices"]
         if indices is None:
             return np.arange(manifest["num_images"], dtype=np.int64)
-        indices = np.asarray(indices, dtype=np.int64)
-        if len(indices) != manifest["num_images"]:
-            raise ManifestError(f"{self.root / MANIFEST_NAME}: {len(indices)} indices for "
-                                f"{manifest['num_images']} images")
-        return indices
+        return np.asarray(indices, dtype=np.int64)
+
+    def check_opened_files(self, manifest: dict, cells: Iterable[tuple[str, int]]) -> None:
+        """The per-run check of a generated set's files that hold ``cells`` (see
+        :mod:`robustbench_pp.datasets.manifest`): each listed, and unchanged since it was recorded.
+
+        Raises:
+            ManifestError: naming the first file missing from the manifest, or changed.
+        """
+        for relpath in sorted(self.fingerprint_keys(cells)):
+            if relpath not in manifest["files"]:
+                raise ManifestError(f"{self.root / relpath} is not recorded in {self.root / MANIFEST_NAME}; "
+                                    f"{self.regenerate_hint()} to finish the set")
+            self.check_recorded(manifest, relpath)
+
+    def check_recorded(self, manifest: dict, relpath: str) -> None:
+        """Check one recorded file cheaply (size, mtime, sampled hash; full hash when changed).
+
+        Raises:
+            ManifestError: naming the file.
+        """
+        check_recorded_file(self.root, relpath, manifest["files"][relpath])
+
+    def recorded_intact(self, manifest: dict, relpath: str) -> bool:
+        """Whether a recorded file passes :meth:`check_recorded` (resuming forgets those that fail)."""
+        try:
+            self.check_recorded(manifest, relpath)
+        except (ManifestError, LayoutError, OSError):
+            return False
+        return True
 
     # -- identity and verification --------------------------------------------------------------
 
@@ -225,7 +252,8 @@ class Layout(abc.ABC):
 
     def verify(self, manifest: dict | None, table: CellTable) -> list[str]:
         """Read every byte of the opened cells' files and check them: the manifest's sha256
-        (generated sets) or the published MD5s (released sets).
+        (generated sets; a JPEG cell's images against its ``SHA256SUMS``) or the published
+        MD5s (released sets).
 
         Returns:
             The relative paths verified.
@@ -237,9 +265,17 @@ class Layout(abc.ABC):
             return self.verify_release(table)
         checked = []
         for relpath, _sha in self.file_hashes(manifest, table):
-            verify_entry(self.root, relpath, manifest["files"][relpath])
+            self.verify_recorded(manifest, relpath)
             checked.append(relpath)
         return checked
+
+    def verify_recorded(self, manifest: dict, relpath: str) -> None:
+        """Read every byte of one recorded file (and of what it lists) and check it.
+
+        Raises:
+            ManifestError: naming the first file that differs.
+        """
+        verify_entry(self.root, relpath, manifest["files"][relpath])
 
     @abc.abstractmethod
     def verify_release(self, table: CellTable) -> list[str]:

@@ -34,13 +34,15 @@ from robustbench_pp.datasets.layouts.base import (
     Selection,
     SetContents,
 )
-from robustbench_pp.datasets.manifest import MANIFEST_NAME, ManifestError, entry_is_complete
+from robustbench_pp.datasets.manifest import ManifestError, cached_value, verify_entry
 from robustbench_pp.datasets.released import verify_release_checksums
 from robustbench_pp.fileio import atomic_write, file_digest
 from robustbench_pp.names import ALL_CORRUPTIONS
 
 #: The per-cell checksum file of a generated cell (``sha256sum`` format).
 SUMS_FILE = "SHA256SUMS"
+#: Images of a generated cell whose sha256 every run checks against ``SHA256SUMS``.
+SAMPLED_IMAGES = 16
 
 
 def list_jpeg_cell(cell: Path, wnids: Sequence[str] | None = None) -> list[str]:
@@ -142,6 +144,43 @@ class JpegCellReader:
         return image
 
 
+def read_sums(path: Path) -> dict[str, str]:
+    """``<wnid>/<file>`` -> sha256 from a cell's ``SHA256SUMS``.
+
+    Raises:
+        ManifestError: a line that is not ``<64 hex>  <key>``, or a key listed twice.
+    """
+    sums: dict[str, str] = {}
+    for number, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
+        digest, sep, key = line.partition("  ")
+        if not sep or len(digest) != 64 or not key or key in sums:
+            raise ManifestError(f"{path}:{number}: not a '<sha256>  <file>' line of a generated cell")
+        sums[key] = digest
+    return sums
+
+
+def listing_sha256(cell: Path, keys: Sequence[str]) -> str:
+    """sha256 of each image's name, size and mtime_ns: what every run compares cheaply."""
+    digest = hashlib.sha256()
+    for key in keys:
+        stat = os.stat(cell / key)
+        digest.update(f"{key}:{stat.st_size}:{stat.st_mtime_ns}\n".encode())
+    return digest.hexdigest()
+
+
+def verify_images(cell: Path, sums: dict[str, str], keys: Sequence[str] | None = None) -> None:
+    """Hash images of a cell (all of them by default) and compare with their ``SHA256SUMS`` lines.
+
+    Raises:
+        ManifestError: naming the first image that differs.
+    """
+    for key in sums if keys is None else keys:
+        actual = file_digest(cell / key)
+        if actual != sums[key]:
+            raise ManifestError(f"{cell / key} was altered after generation: its sha256 differs from "
+                                f"{cell / SUMS_FILE}")
+
+
 class JpegFolderLayout(Layout):
     """ImageNet-C files: a folder of JPEGs per cell."""
 
@@ -200,7 +239,7 @@ class JpegFolderLayout(Layout):
                 check_jpeg_cell(cell, keys, self.spec.image_size, self.spec.wnids())
                 readers[(corruption, severity)] = JpegCellReader(cell, keys, self.spec.image_size)
         if manifest is not None:
-            self._check_recorded(manifest, readers)
+            self.check_opened_files(manifest, readers)
         return CellTable(labels, source_indices, readers)
 
     def _positions(self, clean: CleanAccess, selected, severities, source_indices) -> tuple[list, np.ndarray, np.ndarray]:
@@ -223,13 +262,23 @@ class JpegFolderLayout(Layout):
             source_indices = np.arange(len(keys), dtype=np.int64)
         return keys, labels, source_indices
 
-    def _check_recorded(self, manifest: dict, cells) -> None:
-        for corruption, severity in cells:
-            relpath = self.cell_key(corruption, severity)
-            entry = manifest["files"].get(relpath)
-            if entry is None or not entry_is_complete(self.root, relpath, entry):
-                raise ManifestError(f"{self.root / relpath} is not recorded as complete in "
-                                    f"{self.root / MANIFEST_NAME}; {self.regenerate_hint()} to finish it")
+    def check_recorded(self, manifest: dict, relpath: str) -> None:
+        """The cell's ``SHA256SUMS`` as any recorded file; then its images: names as listed,
+        sizes and mtimes as recorded (else every image is hashed, once per listing), and a
+        sample of them hashed."""
+        super().check_recorded(manifest, relpath)
+        cell = (self.root / relpath).parent
+        sums = read_sums(cell / SUMS_FILE)
+        keys = sorted(sums)
+        if list_jpeg_cell(cell) != keys:
+            raise ManifestError(f"{cell}: its images are not those listed in its {SUMS_FILE} (files added, removed "
+                                f"or renamed); {self.regenerate_hint()} after deleting it")
+        stamp = listing_sha256(cell, keys)
+        if stamp == manifest["files"][relpath].get("listing_sha256"):
+            step = max(1, len(keys) // SAMPLED_IMAGES)
+            verify_images(cell, sums, keys[::step][:SAMPLED_IMAGES])
+        else:  # images rewritten, or the folder copied without its times
+            cached_value(f"{cell.resolve()}#images", {"listing": stamp}, lambda: _verified(cell, sums))
 
     # -- identity and verification --------------------------------------------------------------
 
@@ -244,6 +293,15 @@ class JpegFolderLayout(Layout):
                 listing.update(f"{key}:{os.path.getsize(reader.cell / key)}\n".encode())
             out.append((self._cell_relpath(corruption, severity), listing.hexdigest()))
         return out
+
+    def verify_recorded(self, manifest: dict, relpath: str) -> None:
+        """The ``SHA256SUMS`` file against the manifest, every image against its line."""
+        verify_entry(self.root, relpath, manifest["files"][relpath])
+        cell = (self.root / relpath).parent
+        sums = read_sums(cell / SUMS_FILE)
+        if list_jpeg_cell(cell) != sorted(sums):
+            raise ManifestError(f"{cell}: its images are not those listed in its {SUMS_FILE}")
+        verify_images(cell, sums)
 
     def verify_release(self, table: CellTable) -> list[str]:
         return verify_release_checksums(self.spec, self.root, None)
@@ -284,9 +342,15 @@ class JpegFolderLayout(Layout):
             shutil.rmtree(target)
         target.parent.mkdir(parents=True, exist_ok=True)
         os.replace(partial, target)
-        details = {"corruption": piece.corruption, "severity": piece.severity, "count": len(contents.keys)}
+        details = {"corruption": piece.corruption, "severity": piece.severity, "count": len(contents.keys),
+                   "listing_sha256": listing_sha256(target, sorted(contents.keys))}
         self.finalised(manifest, self.cell_key(piece.corruption, piece.severity), piece.corruption,
                        contents.severities, details)
 
     def _partial(self, piece: Piece) -> Path:
         return self.partial_root / f"{piece.corruption}-{piece.severity}"
+
+
+def _verified(cell: Path, sums: dict[str, str]) -> str:
+    verify_images(cell, sums)
+    return "verified"

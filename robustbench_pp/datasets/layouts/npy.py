@@ -29,15 +29,9 @@ from robustbench_pp.datasets.layouts.base import (
     Selection,
     SetContents,
 )
-from robustbench_pp.datasets.manifest import (
-    MANIFEST_NAME,
-    ManifestError,
-    cached_sha256,
-    entry_is_complete,
-    record_file,
-)
+from robustbench_pp.datasets.manifest import cached_sha256, record_file
 from robustbench_pp.datasets.released import verify_release_checksums
-from robustbench_pp.fileio import atomic_write
+from robustbench_pp.fileio import atomic_write, preallocate
 from robustbench_pp.names import ALL_CORRUPTIONS, SEVERITIES
 
 LABELS_FILE = "labels.npy"
@@ -183,6 +177,8 @@ class NpyLayout(Layout):
         readers = {}
         for corruption in self.selected_corruptions(manifest, selection.corruptions):
             readers.update(self._corruption_readers(corruption, stored, selection.severities, len(source_indices)))
+        if manifest is not None:
+            self.check_opened_files(manifest, readers)
         return CellTable(labels, source_indices, readers)
 
     def _stored_images(self, manifest: dict | None, source) -> tuple[np.ndarray, tuple[int, ...]]:
@@ -190,12 +186,7 @@ class NpyLayout(Layout):
         if manifest is None:
             count = self.spec.num_images if source is None else source.num_images
             return np.arange(count, dtype=np.int64), SEVERITIES
-        source_indices = self.generated_indices(manifest)
-        for relpath, entry in manifest["files"].items():
-            if not entry_is_complete(self.root, relpath, entry):
-                raise ManifestError(f"{self.root / relpath} does not match {self.root / MANIFEST_NAME} (missing or "
-                                    f"truncated); {self.regenerate_hint()} to rebuild it")
-        return source_indices, tuple(manifest["parameters"]["severities"])
+        return self.generated_indices(manifest), tuple(manifest["parameters"]["severities"])
 
     def _corruption_readers(self, corruption: str, stored, severities, num_images: int) -> dict:
         path = self.corruption_path(corruption)
@@ -236,6 +227,9 @@ class NpyLayout(Layout):
 
     def pending(self, manifest: dict, corruption: str, contents: SetContents) -> tuple[list[Piece], int]:
         done = self._progress(corruption, contents)
+        if set(done) == set(contents.severities):  # every block written, but the run ended before the move
+            self._finalise(manifest, corruption, contents)
+            return [], len(done)
         pieces = [Piece(corruption, s, b) for b, s in enumerate(contents.severities) if s not in done]
         return pieces, len(done)
 
@@ -249,9 +243,9 @@ class NpyLayout(Layout):
 
     def finish_piece(self, manifest: dict, piece: Piece, contents: SetContents) -> None:
         progress = self._progress_file(piece.corruption)
-        done = json.loads(progress.read_text())["done"] if progress.is_file() else []
-        atomic_write(progress, json.dumps({"done": sorted(set(done) | {piece.severity})}))
-        if set(self._progress(piece.corruption, contents)) == set(contents.severities):
+        done = sorted(set(json.loads(progress.read_text())["done"] if progress.is_file() else []) | {piece.severity})
+        atomic_write(progress, json.dumps({"done": done}))
+        if set(done) == set(contents.severities):
             self._finalise(manifest, piece.corruption, contents)
 
     def _partial(self, corruption: str) -> Path:
@@ -264,21 +258,32 @@ class NpyLayout(Layout):
         """Severities already written into the partial file (creating the file when absent)."""
         partial, progress = self._partial(corruption), self._progress_file(corruption)
         shape = (len(contents.severities) * contents.num_images, self.spec.image_size, self.spec.image_size, 3)
-        if partial.is_file():
-            try:
-                existing = np.lib.format.open_memmap(partial, mode="r")
-                ok = existing.shape == shape and existing.dtype == np.uint8
-                del existing
-            except (ValueError, OSError):
-                ok = False
-            if ok and progress.is_file():
-                return list(json.loads(progress.read_text())["done"])
-            if ok:
-                return []
-        progress.unlink(missing_ok=True)
-        cells = np.lib.format.open_memmap(partial, mode="w+", dtype=np.uint8, shape=shape)
-        del cells
-        return []
+        done: list[int] = []
+        if partial.is_file() and self._partial_fits(partial, shape):
+            if progress.is_file():
+                done = list(json.loads(progress.read_text())["done"])
+        else:
+            progress.unlink(missing_ok=True)
+            cells = np.lib.format.open_memmap(partial, mode="w+", dtype=np.uint8, shape=shape)
+            del cells
+        # Reserve the disk now: pages of a memory map that a full disk cannot back kill the
+        # writer with SIGBUS, where a failed reservation is an OSError naming the file.
+        fd = os.open(partial, os.O_RDWR)
+        try:
+            preallocate(fd, os.fstat(fd).st_size, partial)
+        finally:
+            os.close(fd)
+        return done
+
+    @staticmethod
+    def _partial_fits(partial: Path, shape: tuple[int, ...]) -> bool:
+        try:
+            existing = np.lib.format.open_memmap(partial, mode="r")
+            ok = existing.shape == shape and existing.dtype == np.uint8
+            del existing
+        except (ValueError, OSError):
+            ok = False
+        return ok
 
     def _finalise(self, manifest: dict, corruption: str, contents: SetContents) -> None:
         partial = self._partial(corruption)

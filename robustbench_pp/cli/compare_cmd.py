@@ -7,6 +7,8 @@ import sys
 
 import click
 
+from robustbench_pp.cli._types import FiniteFloatRange
+
 from robustbench_pp.cli._errors import library_errors, with_flags
 from robustbench_pp.cli.metrics_cmd import REFERENCE_ALIASES
 
@@ -87,7 +89,7 @@ def _print_table(document: dict, cells_shown: str = "all") -> None:
               help="mCE normaliser: 'alexnet' (ImageNet-C, the default there) or the results file of a reference "
                    "model on the same images (resampled with them).")
 @click.option("--alpha", default=0.05, show_default=True,
-              type=click.FloatRange(min=0, max=1, min_open=True, max_open=True),
+              type=FiniteFloatRange(min=0, max=1, min_open=True, max_open=True),
               help="Family-wise level of the Holm-adjusted McNemar tests; intervals are at 1 − alpha.")
 @click.option("--resamples", default=2000, show_default=True, type=click.IntRange(min=100, max=1_000_000),
               help="Bootstrap replicates (images resampled jointly for A, B and the reference run).")

@@ -1,17 +1,23 @@
-"""Small file helpers shared by every module that writes: atomic replacement and digests.
+"""Small file helpers shared by every module that writes: atomic replacement, digests, locks.
 
 A file reaches its final name only complete: it is written to a temporary name in the same
 folder, flushed to disk, and moved onto the target with ``os.replace`` (atomic on POSIX).
 A crash or a kill at any point leaves either the old file or the new one, never a mix, and
 at worst a hidden ``.<name>.*.tmp`` leftover.
+
+Two processes writing the same target (a results file, a generated folder) take
+:func:`exclusive_lock` first: an OS lock (``fcntl.flock``) on a hidden ``.<name>.lock`` file
+beside the target, released by the kernel when its holder exits, also on ``kill -9``.
 """
 
 from __future__ import annotations
 
 import contextlib
+import errno
 import hashlib
 import os
 import tempfile
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -64,3 +70,94 @@ def atomic_write(path: str | os.PathLike, data: bytes | str) -> None:
     payload = data.encode("utf-8") if isinstance(data, str) else data
     with atomic_path(path) as tmp:
         tmp.write_bytes(payload)
+
+
+class LockedError(BlockingIOError):
+    """Another process holds the lock of a target; the message names the target and the holder."""
+
+
+def lock_path(target: str | os.PathLike) -> Path:
+    """The lock file of ``target``: ``.<name>.lock`` in the same folder (hidden; never deleted,
+    since removing a lock file another process is waiting on would let a third one in)."""
+    target = Path(target)
+    return target.with_name(f".{target.name}.lock")
+
+
+@contextlib.contextmanager
+def exclusive_lock(target: str | os.PathLike, *, wait: bool | float = False,
+                   poll_seconds: float = 0.1) -> Iterator[Path]:
+    """Hold an exclusive OS lock on ``target`` (a file or folder, which need not exist yet).
+
+    The lock is ``fcntl.flock`` on :func:`lock_path`, which records the holder's pid for the
+    message of a process that finds it taken. The kernel drops it when the holder exits in
+    any way, so a killed run never leaves a stale lock. Locks are per open file: the same
+    process taking the lock of one target twice waits on itself (or fails with ``wait=False``).
+
+    Args:
+        target: what the caller is about to write.
+        wait: False fails at once when the lock is taken; True waits as long as it takes; a
+            number waits at most that many seconds.
+        poll_seconds: how often a bounded wait retries.
+
+    Yields:
+        The lock file's path.
+
+    Raises:
+        LockedError: the lock is held by another process (after ``wait``).
+        OSError: the lock file cannot be created (missing or read-only folder, a file in
+            the way); the message names it.
+
+    Example:
+        >>> with exclusive_lock("results/run.jsonl"):   # doctest: +SKIP
+        ...     append_records("results/run.jsonl", records)
+    """
+    import fcntl
+
+    path = lock_path(target)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o666)
+    except OSError as exc:
+        error = OSError(f"cannot create the lock file {path}: {exc.strerror}")
+        error.errno = exc.errno
+        raise error from None
+    try:
+        _acquire(fd, fcntl, path, target, wait, poll_seconds)
+        try:  # best effort: the pid only improves another process's message
+            os.ftruncate(fd, 0)
+            os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
+        except OSError:
+            pass
+        yield path
+    finally:
+        os.close(fd)  # closing the last descriptor releases the lock
+
+
+def _acquire(fd: int, fcntl, path: Path, target, wait: bool | float, poll_seconds: float) -> None:
+    if wait is True:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        return
+    deadline = time.monotonic() + (0.0 if wait is False else float(wait))
+    while True:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            return
+        except OSError as exc:
+            if exc.errno not in (errno.EAGAIN, errno.EACCES, errno.EWOULDBLOCK):
+                raise
+        if time.monotonic() >= deadline:
+            holder = _holder(path)
+            error = LockedError(f"{target} is being written by another process"
+                                f"{f' (pid {holder})' if holder else ''}, which holds {path}; wait for it to "
+                                "finish, or write elsewhere")
+            error.errno = errno.EWOULDBLOCK
+            raise error
+        time.sleep(poll_seconds)
+
+
+def _holder(path: Path) -> str | None:
+    try:
+        text = path.read_text().strip()
+    except OSError:
+        return None
+    return text if text.isdigit() else None

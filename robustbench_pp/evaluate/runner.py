@@ -388,17 +388,20 @@ def run_evaluation(
         EvaluationError: bad combination of inputs, with the reason.
     """
     out = Path(out) if out is not None else None
-    _check_output(out, resume)
-    session = _open_session(settings, out, partition, shard)
-    cells, images = session.inputs.cells, len(session.inputs.positions)
-    done = session.writer.done_cells(resume)
-    run = RunResult(out=out, skipped=[done[c] for c in cells if c in done])
-    todo = [c for c in cells if c not in done]
-    overall = progress(len(todo) * images, "all cells") if progress and todo else None
-    for cell in todo:
-        record = session.run_cell(cell, _cell_progress(progress, overall, cell, images))
-        if record is not None:
-            run.add(record)
+    # The writing rank holds `out` from the existence check to the last record: a second run on
+    # the same file fails at once instead of recording cells twice or interleaving its own.
+    with results.writer_lock(out if partition.is_writer else None):
+        _check_output(out, resume)
+        session = _open_session(settings, out, partition, shard)
+        cells, images = session.inputs.cells, len(session.inputs.positions)
+        done = session.writer.done_cells(resume)
+        run = RunResult(out=out, skipped=[done[c] for c in cells if c in done])
+        todo = [c for c in cells if c not in done]
+        overall = progress(len(todo) * images, "all cells") if progress and todo else None
+        for cell in todo:
+            record = session.run_cell(cell, _cell_progress(progress, overall, cell, images))
+            if record is not None:
+                run.add(record)
     return run
 
 

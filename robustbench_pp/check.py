@@ -21,6 +21,7 @@ gate stricter.
 from __future__ import annotations
 
 import json
+import math
 from dataclasses import dataclass
 
 from robustbench_pp.metrics import mean_corruption_error, unnormalized_mean_error
@@ -103,7 +104,7 @@ class Tolerances:
             deterministic reference, where any change means the pipeline changed).
 
     Raises:
-        ValueError: for a negative tolerance.
+        ValueError: for a negative or non-finite tolerance.
     """
 
     cell: float = 0.02
@@ -113,8 +114,8 @@ class Tolerances:
 
     def __post_init__(self) -> None:
         for name, value in (("tolerance_cell", self.cell), ("tolerance_mce", self.mce)):
-            if not value >= 0:
-                raise ValueError(f"`{name}` must be >= 0, got {value!r}")
+            if not (isinstance(value, (int, float)) and math.isfinite(value) and value >= 0):
+                raise ValueError(f"`{name}` must be a finite number >= 0, got {value!r}")
 
 
 def _subset(table: RunTable) -> str | None:

@@ -54,6 +54,12 @@ def test_writer_lock_is_reentrant_in_a_thread_and_exclusive_across_processes(tmp
         results.append_records(path, [record()])  # the run's own appends go through its lock
         results.append_records(path, [record("fog", 1)])
     assert [r.cell for r in results.read_records(path)] == [("clean", 0), ("fog", 1)]
+    with results.writer_lock(path):
+        results.append_records(path, [record("fog", 2)])
+        with open(path, "ab") as handle:  # a writer that ignores the lock (an editor)
+            handle.write(b"my notes\n")
+        with pytest.raises(results.ResultsFileError, match="run.jsonl:4: not valid JSON"):
+            results.append_records(path, [record("fog", 3)])  # the held lock skips no check of a changed file
     holder = _hold(path, 30)
     try:
         with pytest.raises(OSError, match="being written by another process"):

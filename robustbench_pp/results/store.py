@@ -32,7 +32,10 @@ from robustbench_pp.results.schema import IDENTITY_PROVENANCE, CellRecord
 #: How long a single append or whole-file write waits for another writer of the same file.
 WRITE_WAIT_SECONDS = 60.0
 
-_held = threading.local()  # results files whose lock this thread holds (flock would wait on itself)
+# Results files whose lock this thread holds (flock would wait on itself), each with the size it had
+# after this thread's last append (None: not checked yet). While the lock is held nobody else
+# writes, so a file still at that size needs no new check before the next append.
+_held = threading.local()
 
 
 @contextlib.contextmanager
@@ -55,16 +58,16 @@ def writer_lock(path: str | os.PathLike | None, *, wait: bool | float = False) -
         yield
         return
     target = Path(path).resolve()
-    held = _held.__dict__.setdefault("paths", set())
+    held = _held.__dict__.setdefault("sizes", {})
     if target in held:
         yield
         return
     with exclusive_lock(target, wait=wait):
-        held.add(target)
+        held[target] = None
         try:
             yield
         finally:
-            held.discard(target)
+            del held[target]
 
 
 def _regular_file(path: Path) -> bool:
@@ -142,9 +145,13 @@ def append_records(path: str | os.PathLike, records: Iterable[CellRecord]) -> No
     path.parent.mkdir(parents=True, exist_ok=True)
     with writer_lock(path, wait=WRITE_WAIT_SECONDS):
         _regular_file(path)
+        sizes = _held.sizes
+        target = Path(path).resolve()
         fd = os.open(path, os.O_RDWR | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC, 0o644)
         try:
-            size, prefix = _prepare_append(fd, path)
+            size, prefix = os.fstat(fd).st_size, b""
+            if sizes.get(target) != size:  # not as this thread's last append left it: check it
+                size, prefix = _prepare_append(fd, path)
             data = prefix + payload
             try:
                 written = os.write(fd, data)
@@ -154,6 +161,7 @@ def append_records(path: str | os.PathLike, records: Iterable[CellRecord]) -> No
             except BaseException:
                 os.ftruncate(fd, size)  # nothing half-written stays behind
                 raise
+            sizes[target] = size + len(data)
         finally:
             os.close(fd)
 

@@ -25,6 +25,7 @@ likewise never stricter than the tolerances; runs over other images are then inc
 from __future__ import annotations
 
 import json
+import math
 from dataclasses import dataclass
 
 from robustbench_pp.metrics import mean_corruption_error, unnormalized_mean_error
@@ -114,7 +115,7 @@ class Tolerances:
             95% interval of the change excludes zero).
 
     Raises:
-        ValueError: for a negative tolerance, or ``ci_aware`` with ``paired``.
+        ValueError: for a negative or non-finite tolerance, or ``ci_aware`` with ``paired``.
     """
 
     cell: float = 0.02
@@ -125,8 +126,8 @@ class Tolerances:
 
     def __post_init__(self) -> None:
         for name, value in (("tolerance_cell", self.cell), ("tolerance_mce", self.mce)):
-            if not value >= 0:
-                raise ValueError(f"`{name}` must be >= 0, got {value!r}")
+            if not (isinstance(value, (int, float)) and math.isfinite(value) and value >= 0):
+                raise ValueError(f"`{name}` must be a finite number >= 0, got {value!r}")
         if self.ci_aware and self.paired:
             raise ValueError("`ci_aware` and `paired` judge changes in two different ways: choose one")
 

@@ -162,6 +162,88 @@ def test_headline_shows_reference_and_new_values(tmp_path, reference):
     assert "E 10.00 -> 12.00; unnormalised mean error 22.00 -> 23.50 (reference -> new, %)" in out.output
 
 
+# --- issue 12, item 9: exit 1 means a regression and nothing else ---------------------------------------
+
+
+def _with_bits(records):
+    import numpy as np
+
+    from robustbench_pp.results.schema import encode_correct_mask
+
+    out = []
+    for r in records:
+        correct = np.zeros(r.n_total, dtype=bool)
+        correct[: r.n_correct] = True
+        out.append(dataclasses.replace(r, extra={"correct_bits": encode_correct_mask(correct)}))
+    return out
+
+
+def _edited(path, tmp_path, old: str, new: str, name="edited.jsonl"):
+    """A copy of a results file with one text replacement in every line, as a hand edit that also
+    removed the lines' digests (which would refuse any edit) would leave it."""
+    import re
+
+    text = re.sub(r'"record_sha256": "[0-9a-f]{64}", ', "", open(path).read())
+    assert old in text
+    edited = tmp_path / name
+    edited.write_text(text.replace(old, new))
+    return str(edited)
+
+
+@pytest.mark.parametrize(
+    "old, new, message",
+    [
+        ('"num_images": 100', '"num_images": Infinity', "Infinity is not a number"),
+        ('"num_images": 100', '"num_images": 1e999', "out of range"),
+        ('"seed": 0', '"seed": "x"', "seed must be an integer"),
+        ('"bootstrap_seed": 0', '"bootstrap_seed": "x"', "bootstrap_seed must be an integer"),
+        ('"correct_bits": "', '"correct_bits": "!', "correct_bits is not valid base64"),
+        ('"severity": 3', '"severity": 3.0', "severity must be an integer"),
+    ],
+)
+def test_malformed_inputs_exit_2_with_a_message_not_1_with_a_traceback(tmp_path, old, new, message):
+    records = _with_bits(full_run(error_of=_error, n_total=100, bootstrap_seed=0))
+    reference = _write(tmp_path / "reference.jsonl", records)
+    new_file = _write(tmp_path / "new.jsonl", records)
+    for args in ((new_file, "--against", _edited(reference, tmp_path, old, new), "--ci-aware"),
+                 (_edited(new_file, tmp_path, old, new), "--against", reference)):
+        out = _check(*args)
+        assert out.exit_code == INCOMPARABLE, out.output
+        assert message in out.output and "Traceback" not in out.output
+        assert out.exception is None or isinstance(out.exception, SystemExit)
+
+
+@pytest.mark.parametrize("value", ["nan", "inf", "-0.1", "1.5", "x"])
+def test_bad_tolerances_exit_2_at_the_boundary(tmp_path, reference, value):
+    for flag in ("--tolerance-cell", "--tolerance-mce"):
+        out = _check(reference, "--against", reference, flag, value)
+        assert out.exit_code == INCOMPARABLE and flag in out.output, out.output
+    with pytest.raises(ValueError, match="finite"):
+        compare_runs(results.run_table(full_run()), results.run_table(full_run()), tolerance_mce=float("inf"))
+
+
+def test_an_internal_error_exits_2_not_1(tmp_path, reference, monkeypatch):
+    import robustbench_pp.check as check_module
+
+    def broken(*args, **kwargs):
+        raise TypeError("unexpected")
+
+    monkeypatch.setattr(check_module, "compare_runs", broken)
+    out = _check(reference, "--against", reference)
+    assert out.exit_code == INCOMPARABLE and "internal error (TypeError: unexpected)" in out.output
+
+
+def test_a_torn_last_line_means_an_unfinished_run_and_exits_2(tmp_path, reference):
+    from robustbench_pp.results.lines import SIGNATURE
+
+    torn = tmp_path / "torn.jsonl"
+    torn.write_bytes(open(reference, "rb").read() + SIGNATURE + b'"calibration": [[')
+    for args in ((torn, "--against", reference), (reference, "--against", torn)):
+        out = _check(*args)
+        assert out.exit_code == INCOMPARABLE, out.output
+        assert "the last line is incomplete" in out.output and "--resume" in out.output
+
+
 # --- rbpp check --paired (issue 13): the same images, judged by paired statistics -------------------------
 
 def _move(records, cell, to_wrong, to_right, seed=0):

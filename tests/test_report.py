@@ -231,3 +231,94 @@ def test_rerender_replaces_files_and_drops_stale_pages(tmp_path):
     assert not (out / "compare-fashion-mnist-c.html").exists()  # one model: nothing to compare
     assert (out / "notes.txt").read_text() == "mine"  # files the report did not make are left alone
     assert "old_model" not in (out / "leaderboard.csv").read_text()
+
+
+# --- issue 12, item 4: the report removes only pages its own manifest lists ---------------------------
+
+
+def test_rerender_keeps_the_users_files_that_look_like_pages(tmp_path):
+    from robustbench_pp.report import render_report, write_report
+
+    out = tmp_path / "reports"
+    out.mkdir()
+    mine = {"model-card.html": "my model card", "compare-notes.html": "my notes", "model-x-12345678.html": "mine too"}
+    for name, text in mine.items():
+        (out / name).write_text(text)
+    first = [_table("resnet18", 0.1, 0.08), _table("old_model", 0.2, 0.1), _table("third", 0.3, 0.1)]
+    write_report(render_report(first, {"fashion-mnist-c": None})[1], out)
+    manifest = json.loads((out / "report-manifest.json").read_text())
+    assert "index.html" in manifest["files"] and not set(mine) & set(manifest["files"])
+    old_pages = sorted(p.name for p in out.glob("model-*old_model*.html"))
+    edited = next(out.glob("model-third-*.html"))
+    edited.write_text("the user's edit")  # no longer the page the report wrote
+    with pytest.warns(UserWarning, match="model-third-.*was changed since the previous report wrote it; leaving it"):
+        write_report(render_report(first[:1], {"fashion-mnist-c": None})[1], out)
+    assert all((out / name).read_text() == text for name, text in mine.items())
+    assert old_pages and not any((out / name).exists() for name in old_pages)  # listed, unchanged: removed
+    assert edited.read_text() == "the user's edit"  # listed but changed since: left alone
+    assert not (out / "compare-fashion-mnist-c.html").exists()
+    assert set(json.loads((out / "report-manifest.json").read_text())["files"]) == {
+        p.name for p in out.iterdir() if p.name not in mine and p != edited and p.name != "report-manifest.json"}
+
+
+def test_a_folder_without_a_manifest_loses_nothing(tmp_path):
+    from robustbench_pp.report import render_report, write_report
+
+    out = tmp_path / "reports"
+    out.mkdir()
+    (out / "model-resnet18-from-an-old-report.html").write_text("old")
+    (out / "report-manifest.json").write_text('{"files": {"model-resnet18-from-an-old-report.html": "x"}}')
+    write_report(render_report([_table("resnet18", 0.1, 0.08)], {"fashion-mnist-c": None})[1], out)
+    assert (out / "model-resnet18-from-an-old-report.html").read_text() == "old"
+
+
+def test_a_full_disk_while_writing_the_report_leaves_the_previous_one_whole(tmp_path, monkeypatch):
+    import errno
+    import os
+
+    from robustbench_pp.report import publish, render_report, write_report
+
+    out = tmp_path / "reports"
+    write_report(render_report([_table("resnet18", 0.1, 0.08)], {"fashion-mnist-c": None})[1], out)
+    before = {p.name: p.read_bytes() for p in out.iterdir()}
+    real_fsync = os.fsync
+    calls = []
+
+    def full(fd):
+        calls.append(fd)
+        if len(calls) == 3:
+            raise OSError(errno.ENOSPC, "No space left on device")
+        return real_fsync(fd)
+
+    monkeypatch.setattr(publish.os, "fsync", full)
+    result = CliRunner().invoke(main, ["report", *[str(p) for p in _files(tmp_path)], "--out", str(out)])
+    monkeypatch.undo()
+    assert result.exit_code == 1 and "No space left on device" in result.output, result.output
+    assert {p.name: p.read_bytes() for p in out.iterdir()} == before
+
+
+def _files(tmp_path):
+    paths = []
+    for model in ("resnet18", "other"):
+        paths.append(tmp_path / f"{model}.jsonl")
+        results.write_records(paths[-1], full_run(error_of=_errors(0.1, 0.08), clean_error=0.08, model=model))
+    return paths
+
+
+# --- issue 12, item 10: names are plain text in plots ----------------------------------------------------
+
+
+def test_a_name_with_dollar_signs_does_not_abort_the_report(tmp_path):
+    import base64
+
+    name = "a$\\frac{$b"
+    paths = []
+    for model in (name, "resnet18"):
+        paths.append(tmp_path / f"{len(paths)}.jsonl")
+        results.write_records(paths[-1], full_run(error_of=_errors(0.1, 0.08), clean_error=0.08, model=model))
+    out = tmp_path / "reports"
+    result = CliRunner().invoke(main, ["report", *map(str, paths), "--out", str(out)])
+    assert result.exit_code == 0, result.output
+    page = (out / "compare-fashion-mnist-c.html").read_text()
+    svgs = [base64.b64decode(uri).decode() for uri in re.findall(r"data:image/svg\+xml;base64,([A-Za-z0-9+/=]+)", page)]
+    assert any(name in svg for svg in svgs)  # the legend shows the name as typed

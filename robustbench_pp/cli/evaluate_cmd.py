@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import math
 import sys
-from pathlib import Path
 
 import click
 
@@ -204,12 +203,10 @@ def merge(shard_files: tuple[str, ...], out: str) -> None:
     """Combine the results files of `rbpp evaluate --shard i/n` jobs into one run."""
     from robustbench_pp import results
 
-    if Path(out).exists():
-        raise click.ClickException(f"{out} already exists; choose another --out (nothing was written)")
     with library_errors(aliases={"shard": "rbpp evaluate --shard"}):
         shards = {name: results.read_records(name) for name in shard_files}
         merged = results.merge_shards(shards)
-        results.write_records(out, merged)
+        results.write_records(out, merged, overwrite=False)  # refuses an existing --out, under its lock
     click.echo(f"merged {len(shard_files)} shard file(s) into {out}: {len(merged)} cell(s)")
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import sys
+import warnings
 
 import click
 
@@ -40,17 +41,30 @@ def report(results_paths, baseline, reference_choices, reported_files, out_dir, 
             click.echo(report_lib.leaderboard_markdown(board), nl=False)
             return
         board, rendered = report_lib.render_report(tables, references, baseline, reported)
-    index = report_lib.write_report(rendered, out_dir)
+    with library_errors(), warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        index = report_lib.write_report(rendered, out_dir)
+    for warning in caught:
+        click.echo(f"warning: {warning.message}", err=True)
     click.echo(f"report: {index} ({len(board.rows)} leaderboard rows, {len(rendered)} files)")
+
+
+class _CannotCompare(click.ClickException):
+    """Any failure of ``rbpp check`` other than a regression: exit 2, as exit 1 means only "regression"."""
+
+    exit_code = 2
+
+    def format_message(self) -> str:
+        return f"cannot compare: {self.message}"
 
 
 @click.command()
 @click.argument("results_file", metavar="RESULTS", type=click.Path(dir_okay=False))
 @click.option("--against", "reference_file", required=True, type=click.Path(dir_okay=False),
               help="Reference results file, e.g. results/reference/<run>.jsonl.")
-@click.option("--tolerance-cell", default=0.02, show_default=True, type=FiniteFloatRange(min=0),
+@click.option("--tolerance-cell", default=0.02, show_default=True, type=FiniteFloatRange(min=0, max=1),
               help="Allowed absolute change of a cell's top-1 error (fraction: 0.02 = 2 points).")
-@click.option("--tolerance-mce", default=0.01, show_default=True, type=FiniteFloatRange(min=0),
+@click.option("--tolerance-mce", default=0.01, show_default=True, type=FiniteFloatRange(min=0, max=1),
               help="Allowed absolute change of the unnormalised mean error (and of mCE on ImageNet-C).")
 @click.option("--ci-aware", is_flag=True, help="Flag a cell only when the new error is also outside the reference's 95% interval.")
 @click.option("--two-sided", is_flag=True, help="Fail on improvements beyond tolerance too (deterministic references).")
@@ -60,30 +74,40 @@ def report(results_paths, baseline, reference_choices, reported_files, out_dir, 
 def check(results_file, reference_file, tolerance_cell, tolerance_mce, ci_aware, two_sided, paired) -> None:
     """Compare RESULTS with a reference run: exit 0 within tolerance, 1 on regression, 2 if incomparable.
 
-    Unreadable or malformed inputs also exit 2: the runs could not be compared.
+    Unreadable or malformed inputs (also a torn last line: an interrupted run), bad options
+    and any other error also exit 2: exit 1 means a regression and nothing else.
     """
+    from robustbench_pp.results import TornLineWarning
+
+    command = click.get_current_context().command
+    try:
+        with warnings.catch_warnings():
+            # A torn last line means its writer was killed: the gate compares finished runs only.
+            warnings.simplefilter("error", TornLineWarning)
+            code = _check(results_file, reference_file, tolerance_cell, tolerance_mce, ci_aware, two_sided, paired,
+                          command)
+    except TornLineWarning as exc:
+        raise _CannotCompare(f"{exc}; finish the run first (`rbpp evaluate ... --resume`)") from None
+    except (ValueError, OSError) as exc:  # the library's errors: malformed files, bad values
+        raise _CannotCompare(with_flags(str(exc), command)) from None
+    except (Exception, KeyboardInterrupt) as exc:  # a bug or an interrupt is no regression either
+        raise _CannotCompare(f"internal error ({type(exc).__name__}: {exc}); please report it") from None
+    sys.exit(code)
+
+
+def _check(results_file, reference_file, tolerance_cell, tolerance_mce, ci_aware, two_sided, paired, command) -> int:
+    """Load both runs, compare them and print the outcome; returns the exit code."""
     from robustbench_pp import results
     from robustbench_pp.check import compare_runs, headline
 
-    if ci_aware and paired:
-        raise click.UsageError("--ci-aware and --paired judge changes in two different ways: choose one")
-
-    tables = []
-    for path in (results_file, reference_file):
-        try:
-            tables.append(results.load_run(path))
-        except results.ResultsFileError as exc:
-            click.echo(f"rbpp check: cannot compare: {exc}", err=True)
-            sys.exit(2)
-    new, old = tables
-    command = click.get_current_context().command
+    new, old = results.load_run(results_file), results.load_run(reference_file)
     outcome = compare_runs(new, old, tolerance_cell=tolerance_cell, tolerance_mce=tolerance_mce,
                            ci_aware=ci_aware, two_sided=two_sided, paired=paired)
     if outcome.incomparable:
         click.echo(f"rbpp check: cannot compare {results_file} with {reference_file}:", err=True)
         for reason in outcome.incomparable:
             click.echo(f"  - {with_flags(reason, command)}", err=True)
-        sys.exit(outcome.exit_code)
+        return outcome.exit_code
     click.echo(headline(new, old))
     for note in outcome.notes:
         click.echo(f"note: {with_flags(note, command)}")
@@ -98,4 +122,4 @@ def check(results_file, reference_file, tolerance_cell, tolerance_mce, ci_aware,
             click.echo(f"  {finding.describe()}")
     if not outcome.regressions:
         click.echo(f"OK: {outcome.compared} numbers within tolerance of {reference_file}")
-    sys.exit(outcome.exit_code)
+    return outcome.exit_code

@@ -397,27 +397,30 @@ def run_evaluation(
     """
     out = Path(out) if out is not None else None
     check_settings(settings)
-    created = check_output(out, resume)
-    session = _open_session(settings, out, partition, shard, model)
-    card = session.inputs.card
-    if announce is not None and hasattr(card, "describe"):
-        announce(card.describe())
-    cells, images = session.inputs.cells, len(session.inputs.positions)
-    done = session.writer.done_cells(resume)
-    run = RunResult(out=out, skipped=[done[c] for c in cells if c in done], card=card)
-    todo = [c for c in cells if c not in done]
-    overall = progress(len(todo) * images, "all cells") if progress and todo else None
-    try:
-        for cell in todo:
-            record = session.run_cell(cell, _cell_progress(progress, overall, cell, images))
-            if record is not None:
-                run.add(record)
-    except data_errors() as exc:
-        kept = "" if out is None else f"; {out} keeps the records it had before this run"
-        if created and partition.is_writer and out.exists():
-            out.unlink()
-            kept = f"; {out} was removed: its records were computed on this damaged data"
-        raise EvaluationError(f"{exc}{kept}") from None
+    # The writing rank holds `out` from the existence check to the last record: a second run on
+    # the same file fails at once instead of recording cells twice or interleaving its own.
+    with results.writer_lock(out if partition.is_writer else None):
+        created = check_output(out, resume)
+        session = _open_session(settings, out, partition, shard, model)
+        card = session.inputs.card
+        if announce is not None and hasattr(card, "describe"):
+            announce(card.describe())
+        cells, images = session.inputs.cells, len(session.inputs.positions)
+        done = session.writer.done_cells(resume)
+        run = RunResult(out=out, skipped=[done[c] for c in cells if c in done], card=card)
+        todo = [c for c in cells if c not in done]
+        overall = progress(len(todo) * images, "all cells") if progress and todo else None
+        try:
+            for cell in todo:
+                record = session.run_cell(cell, _cell_progress(progress, overall, cell, images))
+                if record is not None:
+                    run.add(record)
+        except data_errors() as exc:
+            kept = "" if out is None else f"; {out} keeps the records it had before this run"
+            if created and partition.is_writer and out.exists():
+                out.unlink()
+                kept = f"; {out} was removed: its records were computed on this damaged data"
+            raise EvaluationError(f"{exc}{kept}") from None
     return run
 
 

@@ -3,7 +3,8 @@
 - :mod:`~robustbench_pp.report.leaderboard`: rows (measured and reported), CSV/JSON/Markdown.
 - :mod:`~robustbench_pp.report.reported`: paper numbers from ``results/reported/*.json``.
 - :mod:`~robustbench_pp.report.plots`: matplotlib figures as SVG data URIs.
-- :mod:`~robustbench_pp.report.site`: jinja2 rendering and the atomic write of the site.
+- :mod:`~robustbench_pp.report.site`: jinja2 rendering of the site, in memory.
+- :mod:`~robustbench_pp.report.publish`: the atomic write of the site and its manifest.
 - :mod:`~robustbench_pp.report.gallery`: one image under every corruption, as a PNG grid.
 
 Importing this package is cheap; matplotlib and jinja2 load when a report is rendered.
@@ -47,7 +48,7 @@ def render_report(*args, **kwargs):
 
 
 def write_report(*args, **kwargs):
-    """See :func:`robustbench_pp.report.site.write_report`."""
-    from robustbench_pp.report.site import write_report as _write
+    """See :func:`robustbench_pp.report.publish.write_report`."""
+    from robustbench_pp.report.publish import write_report as _write
 
     return _write(*args, **kwargs)

@@ -2,7 +2,7 @@
 
 Figures are built with :class:`matplotlib.figure.Figure` and rendered by the SVG canvas
 directly, without pyplot: no global backend state, nothing opened on screen, safe in
-threads and headless CI. Each plot is returned as ``data:image/svg+xml;base64,...`` so the
+threads and headless CI. Text is never parsed as mathtext: a ``$`` in a model name is a dollar. Each plot is returned as ``data:image/svg+xml;base64,...`` so the
 page embeds it in an ``<img>``: text inside (model names) can never run as markup.
 """
 
@@ -19,6 +19,7 @@ from robustbench_pp.results import RunTable
 _RC = {
     "svg.fonttype": "none",  # text stays text: smaller files, crisp at any zoom
     "svg.hashsalt": "robustbench_pp",  # deterministic ids, so identical reports are identical files
+    "text.parse_math": False,  # names are data: "a$\frac{$b" is text, not a (broken) formula that aborts a report
     "font.size": 9,
     "axes.spines.top": False,
     "axes.spines.right": False,

@@ -1,21 +1,16 @@
 """Render the static, self-contained HTML report: leaderboard, per-model and comparison pages.
 
-Everything is rendered in memory first and then moved into the output folder through a
-staging folder inside it (``os.replace`` per file, ``index.html`` last): a failure while
-rendering writes nothing, and a reader never sees a new index pointing at missing pages.
+Everything is rendered in memory first (a failure while rendering writes nothing);
+:mod:`~robustbench_pp.report.publish` then moves the files into the output folder.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
-import os
 import re
-import shutil
-import tempfile
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from pathlib import Path
 
 from robustbench_pp._version import __version__
 from robustbench_pp.metrics import R_NET_LABELS
@@ -265,36 +260,3 @@ def render_report(
     files["leaderboard.json"] = (json.dumps(leaderboard_json(board), indent=2, allow_nan=False) + "\n").encode("utf-8")
     files["leaderboard.md"] = leaderboard_markdown(board).encode("utf-8")
     return board, files
-
-
-def write_report(files: Mapping[str, bytes], out_dir: str | os.PathLike) -> Path:
-    """Move rendered files into ``out_dir`` (created if needed), ``index.html`` last.
-
-    Files are first written to a staging folder inside ``out_dir`` (same file system, so
-    each ``os.replace`` is atomic); the staging folder is removed whatever happens. Model
-    and comparison pages of an earlier report that this one does not contain are deleted.
-
-    Returns:
-        The path of ``index.html`` (or of ``out_dir`` when there is no index).
-    """
-    out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=".rbpp-report-", dir=out))
-    try:
-        for name, content in files.items():
-            if Path(name).name != name or name.startswith("."):
-                raise ValueError(f"refusing to write report file {name!r} outside {out}")
-            with open(staging / name, "wb") as handle:
-                handle.write(content)
-                handle.flush()
-                os.fsync(handle.fileno())
-        for name in sorted(files, key=lambda n: n == "index.html"):
-            os.replace(staging / name, out / name)
-        # Pages of an earlier report whose runs are gone: nothing links to them any more, and
-        # left in place they would pass for part of this report.
-        for stale in [*out.glob("model-*.html"), *out.glob("compare-*.html")]:
-            if stale.name not in files:
-                stale.unlink()
-    finally:
-        shutil.rmtree(staging, ignore_errors=True)
-    return out / "index.html" if "index.html" in files else out

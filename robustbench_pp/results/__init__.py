@@ -1,8 +1,9 @@
 """Result records and the one module that writes result files.
 
 - :mod:`~robustbench_pp.results.schema`: :class:`CellRecord`, schema versioning.
-- :mod:`~robustbench_pp.results.store`: atomic JSON Lines appends, torn-line recovery,
-  resume checks, loading into pandas.
+- :mod:`~robustbench_pp.results.store`: locked, atomic JSON Lines appends, torn-line
+  recovery, resume checks, loading into pandas.
+- :mod:`~robustbench_pp.results.lines`: the bytes of a line, strict parsing, torn lines.
 - :mod:`~robustbench_pp.results.tables`: records -> a run's error table (:class:`RunTable`).
 - :mod:`~robustbench_pp.results.references`: the mCE normaliser of each dataset.
 - :mod:`~robustbench_pp.results.summary`: a run's headline numbers and their intervals.
@@ -33,6 +34,7 @@ from robustbench_pp.results.store import (
     result_files,
     run_identity,
     write_records,
+    writer_lock,
 )
 from robustbench_pp.results.tables import IncompleteRunError, RunTable, load_run, run_table
 from robustbench_pp.results.references import (
@@ -101,4 +103,5 @@ __all__ = [
     "run_table",
     "summarize_run",
     "write_records",
+    "writer_lock",
 ]

@@ -145,22 +145,43 @@ class CellRecord:
         if data.get("schema") != SCHEMA_NAME:
             raise RecordError(f"not a robustbench_pp cell record (schema={data.get('schema')!r})")
         version = data.get("schema_version")
-        if not isinstance(version, int) or version < 1:
+        if not _is_int(version) or version < 1:
             raise RecordError(f"bad schema_version {version!r}")
         if version > SCHEMA_VERSION:
             raise RecordError(
                 f"schema_version {version} is newer than this robustbench_pp understands ({SCHEMA_VERSION}); "
                 "upgrade robustbench_pp to read it"
             )
-        names = {f for f in cls.__dataclass_fields__}
-        kwargs = {k: v for k, v in data.items() if k in names}
-        missing = [f for f in ("model", "dataset", "corruption", "severity", "n_correct", "n_total", "seconds", "provenance") if f not in kwargs]
+        # Every writer of this schema writes every field; an unknown or missing key is a damaged
+        # or hand-edited line, whose meaning cannot be trusted (a misspelt "recipe" would be lost).
+        fields = set(cls.__dataclass_fields__)
+        unknown = sorted(set(data) - fields - {"schema", "schema_version", *_DERIVED})
+        if unknown:
+            raise RecordError(f"unknown field(s) for schema_version {version}: {', '.join(map(str, unknown))}")
+        missing = [f for f in cls.__dataclass_fields__ if f not in data]
         if missing:
             raise RecordError(f"record lacks field(s): {', '.join(missing)}")
         try:
-            return cls(**kwargs)
+            record = cls(**{k: data[k] for k in fields})
         except TypeError as exc:
             raise RecordError(str(exc)) from None
+        _check_derived(record, data)
+        return record
+
+
+#: Values written for readers without this package; recomputed on load and checked against the counts.
+_DERIVED = ("top1_error", "top5_error", "ece")
+
+
+def _check_derived(record: CellRecord, data: Mapping[str, Any]) -> None:
+    for name in _DERIVED:
+        if name not in data:
+            continue
+        written, actual = data[name], getattr(record, name)
+        if written is None and actual is None:
+            continue
+        if written is None or actual is None or not _is_number(written) or abs(written - actual) > 1e-9:
+            raise RecordError(f"{name} {written!r} disagrees with the record's counts ({actual!r})")
 
 
 def encode_correct_mask(correct) -> str:
@@ -177,17 +198,51 @@ def _is_int(value) -> bool:
     return isinstance(value, int) and not isinstance(value, bool)
 
 
+def _is_number(value) -> bool:
+    """A finite int or float (not a bool: JSON ``true`` is no number)."""
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+
+
 def _validate(record: CellRecord) -> None:
+    """Every field on its own and against the others: a record that passes means one thing."""
     for name in ("model", "dataset"):
         if not isinstance(getattr(record, name), str) or not getattr(record, name):
             raise RecordError(f"{name} must be a non-empty string, got {getattr(record, name)!r}")
-    if record.corruption == CLEAN:
-        if record.severity != CLEAN_SEVERITY:
-            raise RecordError(f"the clean cell has severity {CLEAN_SEVERITY}, got {record.severity!r}")
-    elif record.corruption not in ALL_CORRUPTIONS:
-        raise RecordError(f"unknown corruption {record.corruption!r}")
-    elif record.severity not in SEVERITIES:
-        raise RecordError(f"severity must be 1..5 for {record.corruption}, got {record.severity!r}")
+    if record.recipe is not None and not isinstance(record.recipe, str):
+        raise RecordError(f"recipe must be a string or null, got {record.recipe!r}")
+    _validate_cell(record.corruption, record.severity)
+    _validate_counts(record)
+    if not (_is_number(record.seconds) and record.seconds >= 0):
+        raise RecordError(f"seconds must be a finite non-negative number, got {record.seconds!r}")
+    _validate_provenance(record.provenance)
+    if record.calibration is not None:
+        _validate_calibration(record.calibration, record.n_total, record.n_correct)
+    if record.ci95 is not None:
+        ci = record.ci95
+        if not (isinstance(ci, (list, tuple)) and len(ci) == 2 and all(_is_number(v) for v in ci)):
+            raise RecordError(f"ci95 must be [low, high] (finite numbers), got {ci!r}")
+        if not (0.0 <= ci[0] <= ci[1] <= 1.0):
+            raise RecordError(f"ci95 must satisfy 0 <= low <= high <= 1, got {ci!r}")
+    if not isinstance(record.extra, Mapping):
+        raise RecordError("extra must be a mapping")
+    if record.extra.get("correct_bits") is not None:
+        _validate_correct_bits(record.extra["correct_bits"], record.n_total, record.n_correct)
+
+
+def _validate_cell(corruption, severity) -> None:
+    # Severities are integers: JSON 1.0 or true equal 1 in Python, but no writer of ours makes them.
+    if not _is_int(severity):
+        raise RecordError(f"severity must be an integer, got {severity!r}")
+    if corruption == CLEAN:
+        if severity != CLEAN_SEVERITY:
+            raise RecordError(f"the clean cell has severity {CLEAN_SEVERITY}, got {severity!r}")
+    elif not isinstance(corruption, str) or corruption not in ALL_CORRUPTIONS:
+        raise RecordError(f"unknown corruption {corruption!r}")
+    elif severity not in SEVERITIES:
+        raise RecordError(f"severity must be 1..5 for {corruption}, got {severity!r}")
+
+
+def _validate_counts(record: CellRecord) -> None:
     if not (_is_int(record.n_total) and record.n_total > 0):
         raise RecordError(f"n_total must be a positive integer, got {record.n_total!r}")
     for name in ("n_correct", "n_correct_top5"):
@@ -198,22 +253,76 @@ def _validate(record: CellRecord) -> None:
             raise RecordError(f"{name} must be an integer in [0, n_total={record.n_total}], got {value!r}")
     if record.n_correct_top5 is not None and record.n_correct_top5 < record.n_correct:
         raise RecordError("n_correct_top5 is smaller than n_correct")
-    if not isinstance(record.seconds, (int, float)) or isinstance(record.seconds, bool) or not record.seconds >= 0:
-        raise RecordError(f"seconds must be a non-negative number, got {record.seconds!r}")
-    if not isinstance(record.provenance, Mapping):
+
+
+def _optional_int(provenance: Mapping, key: str, minimum: int) -> None:
+    value = provenance.get(key)
+    if value is not None and not (_is_int(value) and value >= minimum):
+        raise RecordError(f"provenance {key} must be an integer >= {minimum} or null, got {value!r}")
+
+
+def _validate_provenance(provenance) -> None:
+    """The keys every record carries, and the types of those that code computes with."""
+    if not isinstance(provenance, Mapping):
         raise RecordError("provenance must be a mapping")
-    missing = [k for k in REQUIRED_PROVENANCE if k not in record.provenance]
+    missing = [k for k in REQUIRED_PROVENANCE if k not in provenance]
     if missing:
         raise RecordError(f"provenance lacks: {', '.join(missing)}")
-    if record.calibration is not None:
-        bins = record.calibration
-        if not isinstance(bins, (list, tuple)) or not all(isinstance(b, (list, tuple)) and len(b) == 3 for b in bins):
-            raise RecordError("calibration must be a list of [count, confidence sum, correct sum] bins")
-        if any(not all(isinstance(v, (int, float)) and math.isfinite(v) and v >= 0 for v in b) for b in bins):
-            raise RecordError("calibration bins must hold finite non-negative numbers")
-    if record.ci95 is not None:
-        ci = record.ci95
-        if not (isinstance(ci, (list, tuple)) and len(ci) == 2 and all(isinstance(v, (int, float)) for v in ci)):
-            raise RecordError(f"ci95 must be [low, high], got {ci!r}")
-        if not (0.0 <= ci[0] <= ci[1] <= 1.0):
-            raise RecordError(f"ci95 must satisfy 0 <= low <= high <= 1, got {ci!r}")
+    for key, minimum in (("num_images", 1), ("bootstrap_seed", 0), ("bootstrap_resamples", 1), ("batch_size", 1),
+                         ("world_size", 1)):
+        _optional_int(provenance, key, minimum)
+    seed = provenance.get("seed")
+    if seed is not None and not _is_int(seed):
+        raise RecordError(f"provenance seed must be an integer or null, got {seed!r}")
+    shard = provenance.get("shard")
+    if shard is not None and not _is_shard(shard):
+        raise RecordError(f"provenance shard must be 'i/n' with 0 <= i < n, or null; got {shard!r}")
+    settings = provenance.get("settings")
+    if settings is not None and not isinstance(settings, Mapping):
+        raise RecordError(f"provenance settings must be a mapping or null, got {settings!r}")
+
+
+def _is_shard(value) -> bool:
+    if not isinstance(value, str) or value.count("/") != 1:
+        return False
+    index, count = value.split("/")
+    if not (index.isdigit() and count.isdigit() and index.isascii() and count.isascii()):
+        return False
+    return 0 <= int(index) < int(count)
+
+
+def _validate_calibration(bins, n_total: int, n_correct: int) -> None:
+    """Bins of [count, confidence sum, correct count]: whole counts that add up to the cell's."""
+    if not isinstance(bins, (list, tuple)) or not bins or not all(isinstance(b, (list, tuple)) and len(b) == 3 for b in bins):
+        raise RecordError("calibration must be a list of [count, confidence sum, correct sum] bins")
+    if any(not all(_is_number(v) and v >= 0 for v in b) for b in bins):
+        raise RecordError("calibration bins must hold finite non-negative numbers")
+    slack = 1e-6 * max(1, n_total)
+    for count, confidence, correct in bins:
+        if count != round(count) or correct != round(correct) or correct > count or confidence > count + slack:
+            raise RecordError(f"calibration bin {[count, confidence, correct]} is impossible "
+                              "(whole counts, correct <= count, confidence sum <= count)")
+    if round(sum(b[0] for b in bins)) != n_total or round(sum(b[2] for b in bins)) != n_correct:
+        raise RecordError(f"calibration bins count {sum(b[0] for b in bins):g} images and {sum(b[2] for b in bins):g} "
+                          f"correct, the record n_total={n_total} and n_correct={n_correct}")
+
+
+def _validate_correct_bits(bits, n_total: int, n_correct: int) -> None:
+    """Packed per-image correctness: exactly n_total bits (zero padding), n_correct of them set."""
+    import binascii
+
+    import numpy as np
+
+    if not isinstance(bits, str):
+        raise RecordError(f"correct_bits must be a base64 string, got {type(bits).__name__}")
+    try:
+        packed = base64.b64decode(bits.encode("ascii"), validate=True)
+    except (binascii.Error, UnicodeEncodeError, ValueError):
+        raise RecordError("correct_bits is not valid base64") from None
+    if len(packed) != (n_total + 7) // 8:
+        raise RecordError(f"correct_bits holds {len(packed)} bytes; n_total={n_total} needs {(n_total + 7) // 8}")
+    unpacked = np.unpackbits(np.frombuffer(packed, dtype=np.uint8))
+    if unpacked[n_total:].any():
+        raise RecordError(f"correct_bits has bits set beyond n_total={n_total}")
+    if int(unpacked.sum()) != n_correct:
+        raise RecordError(f"correct_bits marks {int(unpacked.sum())} images correct, n_correct says {n_correct}")

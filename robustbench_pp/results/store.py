@@ -1,122 +1,191 @@
-"""JSON Lines result files: atomic appends, torn-line recovery, resume checks, loading.
+"""JSON Lines result files: locked atomic appends, torn-line recovery, resume checks, loading.
 
-One file holds the records of one (model, dataset) run. Appends go through a single
-``os.write`` on an ``O_APPEND`` descriptor followed by ``fsync``; a writer killed mid-write
-can at worst leave a final line without its newline, which readers detect and drop with a
-warning, and which the next append cuts off before writing. Every other malformed line is an
-error naming the file and line number: results are never silently skipped.
+One file holds the records of one (model, dataset) run. Writers hold :func:`writer_lock` (an
+OS lock on a hidden ``.<name>.lock`` beside the file): a run holds it from its "does the file
+exist" check to its last record, so two runs never both append to one file; a single append
+or whole-file write takes it for its own duration, waiting a while for another writer.
+
+Appends go through a single ``os.write`` on an ``O_APPEND`` descriptor followed by ``fsync``;
+a failed write (a full disk) is cut back off before the error is raised, and a writer killed
+mid-write leaves at worst a torn last line, which readers drop with a warning and the next
+append cuts off. Only a torn line that provably comes from this package is treated so (see
+:mod:`~robustbench_pp.results.lines`): a file that is not a results file is refused and never
+changed. Every other malformed line is an error naming the file and line number: results are
+never silently skipped.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
+import stat
+import threading
 import warnings
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
 
-from robustbench_pp.fileio import atomic_write
-from robustbench_pp.results.schema import IDENTITY_PROVENANCE, CellRecord, RecordError
+from robustbench_pp.fileio import atomic_write, exclusive_lock
+from robustbench_pp.results.lines import Parsed, ResultsFileError, TornLineWarning, encode, parse
+from robustbench_pp.results.schema import IDENTITY_PROVENANCE, CellRecord
+
+#: How long a single append or whole-file write waits for another writer of the same file.
+WRITE_WAIT_SECONDS = 60.0
+
+# Results files whose lock this thread holds (flock would wait on itself), each with the size it had
+# after this thread's last append (None: not checked yet). While the lock is held nobody else
+# writes, so a file still at that size needs no new check before the next append.
+_held = threading.local()
 
 
-class ResultsFileError(ValueError):
-    """A results file cannot be read or does not fit the requested use; names the file."""
+@contextlib.contextmanager
+def writer_lock(path: str | os.PathLike | None, *, wait: bool | float = False) -> Iterator[None]:
+    """Hold the results file ``path`` for writing: no other process writes it meanwhile.
+
+    Re-entrant within a thread, so the appends of a run that holds its file go through.
+    ``None`` holds nothing (a run that keeps its records in memory).
+
+    Args:
+        path: the results file (it need not exist).
+        wait: False fails at once when another process writes the file; True waits for it;
+            a number waits at most that many seconds.
+
+    Raises:
+        robustbench_pp.fileio.LockedError: another process holds the file (an ``OSError``).
+        OSError: the lock file cannot be created beside ``path``.
+    """
+    if path is None:
+        yield
+        return
+    target = Path(path).resolve()
+    held = _held.__dict__.setdefault("sizes", {})
+    if target in held:
+        yield
+        return
+    with exclusive_lock(target, wait=wait):
+        held[target] = None
+        try:
+            yield
+        finally:
+            del held[target]
 
 
-class TornLineWarning(UserWarning):
-    """The last line of a results file was cut by a killed writer and is ignored."""
+def _regular_file(path: Path) -> bool:
+    """Whether ``path`` exists; refuses what is there but is no regular file (a FIFO would hang)."""
+    try:
+        mode = path.stat().st_mode
+    except FileNotFoundError:
+        return False
+    if not stat.S_ISREG(mode):
+        raise ResultsFileError(f"{path} is not a regular file")
+    return True
 
 
-def _split_lines(raw: bytes, path: Path) -> tuple[list[tuple[int, bytes]], bool]:
-    """Complete lines with their 1-based numbers, and whether a torn tail was found."""
-    lines = raw.split(b"\n")
-    tail = lines.pop()  # b"" when the file ends with a newline
-    numbered = [(i + 1, line) for i, line in enumerate(lines) if line.strip()]
-    return numbered, bool(tail.strip())
+def _parse_file(path: Path) -> Parsed:
+    if not _regular_file(path):
+        raise ResultsFileError(f"results file not found: {path}")
+    return parse(path.read_bytes(), path)
 
 
 def read_records(path: str | os.PathLike) -> list[CellRecord]:
     """Read every record of a results file.
 
-    A torn last line (no trailing newline, left by a killed writer) is dropped with a
-    :class:`TornLineWarning`.
+    A torn last line left by a killed writer of this package is dropped with a
+    :class:`TornLineWarning`; a complete last record without its newline is read.
 
     Raises:
-        ResultsFileError: when the file is missing, a line is not JSON, a record is
-            malformed or has a newer schema; the message names the file and line.
+        ResultsFileError: when the file is missing or not a results file, a line is not
+            JSON, a record is malformed or has a newer schema; the message names the file
+            and line.
     """
     path = Path(path)
-    try:
-        raw = path.read_bytes()
-    except FileNotFoundError:
-        raise ResultsFileError(f"results file not found: {path}") from None
-    lines, torn = _split_lines(raw, path)
-    if torn:
-        warnings.warn(
-            f"{path}: the last line is incomplete (a writer was interrupted); ignoring it",
-            TornLineWarning,
-            stacklevel=2,
-        )
-    records = []
-    for number, line in lines:
-        try:
-            data = json.loads(line)
-        except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-            raise ResultsFileError(f"{path}:{number}: not valid JSON ({exc.msg if hasattr(exc, 'msg') else exc})") from None
-        try:
-            records.append(CellRecord.from_json(data))
-        except RecordError as exc:
-            raise ResultsFileError(f"{path}:{number}: {exc}") from None
-    return records
+    parsed = _parse_file(path)
+    if parsed.torn_at is not None:
+        warnings.warn(f"{path}: the last line is incomplete (a writer was interrupted); ignoring it",
+                      TornLineWarning, stacklevel=2)
+    return parsed.records
 
 
-def _drop_torn_tail(fd: int, path: Path) -> None:
-    """Cut a final line without newline (a killed writer's leftover) before appending."""
+def _prepare_append(fd: int, path: Path) -> tuple[int, bytes]:
+    """Check the file is a results file and make its end ready: returns (size, bytes to write first).
+
+    Cuts this package's own torn last line off; a last record without newline gets one.
+    """
     size = os.fstat(fd).st_size
     if size == 0:
-        return
-    chunk = min(size, 1 << 20)
-    data = os.pread(fd, chunk, size - chunk)
-    if data.endswith(b"\n"):
-        return
-    cut = data.rfind(b"\n")
-    if cut < 0 and chunk < size:  # pragma: no cover - a >1 MiB record
-        raise ResultsFileError(f"{path}: the last line is over 1 MiB and incomplete; repair the file by hand")
-    new_size = size - chunk + cut + 1
-    warnings.warn(f"{path}: removing an incomplete last line left by an interrupted writer", TornLineWarning, stacklevel=3)
-    os.ftruncate(fd, new_size)
-
-
-def _line(record: CellRecord) -> bytes:
-    return (json.dumps(record.to_json(), sort_keys=True, allow_nan=False) + "\n").encode("utf-8")
+        return 0, b""
+    raw = os.pread(fd, size, 0)
+    parsed = parse(raw, path)
+    if parsed.torn_at is not None:
+        warnings.warn(f"{path}: removing an incomplete last line left by an interrupted writer", TornLineWarning,
+                      stacklevel=4)
+        os.ftruncate(fd, parsed.torn_at)
+        return parsed.torn_at, b""
+    return size, b"\n" if parsed.needs_newline else b""
 
 
 def append_records(path: str | os.PathLike, records: Iterable[CellRecord]) -> None:
     """Append records to a results file atomically (all of them or, if killed, a torn tail).
 
-    Creates the file and its folder when missing. The bytes of all records go out in one
-    ``os.write`` and are fsync'ed before returning, so a record that was reported as
-    written survives a crash.
+    Creates the file and its folder when missing. Under :func:`writer_lock` (waiting up to
+    :data:`WRITE_WAIT_SECONDS` for another writer), it checks the file is a results file,
+    writes the bytes of all records in one ``os.write`` and fsyncs them before returning, so
+    a record reported as written survives a crash. A write that fails (a full disk) is cut
+    back off: the file is as it was.
+
+    Raises:
+        ResultsFileError: ``path`` is not a results file (it is left untouched).
+        OSError: the write failed, or another writer held the file too long.
     """
     path = Path(path)
-    payload = b"".join(_line(r) for r in records)
+    payload = b"".join(encode(r) for r in records)
     if not payload:
         return
+    _regular_file(path)  # before the lock file is made beside it (no /dev/.null.lock)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd = os.open(path, os.O_RDWR | os.O_APPEND | os.O_CREAT, 0o644)
-    try:
-        _drop_torn_tail(fd, path)
-        written = os.write(fd, payload)
-        while written < len(payload):  # pragma: no cover - regular files write whole buffers
-            written += os.write(fd, payload[written:])
-        os.fsync(fd)
-    finally:
-        os.close(fd)
+    with writer_lock(path, wait=WRITE_WAIT_SECONDS):
+        _regular_file(path)
+        sizes = _held.sizes
+        target = Path(path).resolve()
+        fd = os.open(path, os.O_RDWR | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC, 0o644)
+        try:
+            size, prefix = os.fstat(fd).st_size, b""
+            if sizes.get(target) != size:  # not as this thread's last append left it: check it
+                size, prefix = _prepare_append(fd, path)
+            data = prefix + payload
+            try:
+                written = os.write(fd, data)
+                while written < len(data):  # pragma: no cover - regular files write whole buffers
+                    written += os.write(fd, data[written:])
+                os.fsync(fd)
+            except BaseException:
+                os.ftruncate(fd, size)  # nothing half-written stays behind
+                raise
+            sizes[target] = size + len(data)
+        finally:
+            os.close(fd)
 
 
-def write_records(path: str | os.PathLike, records: Sequence[CellRecord]) -> None:
-    """Write a whole results file at once (temp file + atomic rename): for merged results."""
-    atomic_write(path, b"".join(_line(r) for r in records))
+def write_records(path: str | os.PathLike, records: Sequence[CellRecord], *, overwrite: bool = True) -> None:
+    """Write a whole results file at once (temp file + atomic rename): for merged results.
+
+    Args:
+        path: the results file.
+        records: its records, in order.
+        overwrite: False refuses an existing file (checked under the writer lock, so two
+            writers cannot both find it absent).
+
+    Raises:
+        ResultsFileError: ``overwrite`` is False and ``path`` exists (nothing is written).
+    """
+    path = Path(path)
+    payload = b"".join(encode(r) for r in records)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with writer_lock(path, wait=WRITE_WAIT_SECONDS):
+        _regular_file(path)
+        if not overwrite and (path.exists() or path.is_symlink()):
+            raise ResultsFileError(f"{path} already exists; choose another `out` (nothing was written)")
+        atomic_write(path, payload)
 
 
 def identity(model: str, dataset: str, provenance) -> dict:

@@ -168,8 +168,16 @@ def disk(request, tmp_path, monkeypatch, synthetic_fashion_mnist):
 
 
 def _files(folder) -> dict[str, bytes]:
+    """Every data file under ``folder`` (not the ballast, nor the empty lock files that writers keep
+    beside their targets: robustbench_pp.fileio.exclusive_lock)."""
+    from robustbench_pp.fileio import lock_path
+
     return {str(p.relative_to(folder)): p.read_bytes() for p in sorted(folder.rglob("*"))
-            if p.is_file() and p.name != ".ballast"}
+            if p.is_file() and p.name != ".ballast" and not _is_lock_file(p, lock_path)}
+
+
+def _is_lock_file(path, lock_path) -> bool:
+    return path.name.startswith(".") and path.name.endswith(".lock") and lock_path(path.parent / path.name[1:-5]) == path
 
 
 # ---------------------------------------------------------------------------------------------

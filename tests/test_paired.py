@@ -195,6 +195,14 @@ def test_library_refuses_runs_over_other_images_by_name():
         results.compare_runs_paired(a, b)
     assert info.value.reasons and isinstance(info.value, ValueError)
     assert results.pairing_problems(a, a) == []
-    shifted = [dataclasses.replace(r, n_total=59, n_correct=min(r.n_correct, 59)) if r.corruption == "fog" else r
-               for r in run_with_bits(n_total=60)]
+    shifted = [_first_images(r, 59) if r.corruption == "fog" else r for r in run_with_bits(n_total=60)]
     assert "different numbers of images" in results.pairing_problems(a, results.run_table(shifted))[0]
+
+
+def _first_images(record, count):
+    """The record of the same cell over its first ``count`` images only (bits and counts agree)."""
+    from robustbench_pp.results.schema import encode_correct_mask
+
+    correct = record.correct_mask()[:count]
+    return dataclasses.replace(record, n_total=count, n_correct=int(correct.sum()),
+                               extra={**record.extra, "correct_bits": encode_correct_mask(correct)})

@@ -117,8 +117,8 @@ class FolderTrainSet:
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(int(torch.randint(0, 2**62, (), generator=generator)))
             views = self._views(image, generator)
-        return torch.stack([torch.from_numpy(np.asarray(v, dtype=np.uint8)).permute(2, 0, 1) for v in views]), \
-            int(self.labels[index])
+        stacked = np.stack([np.asarray(view, dtype=np.uint8) for view in views]).transpose(0, 3, 1, 2)
+        return torch.from_numpy(np.ascontiguousarray(stacked)), int(self.labels[index])
 
     def _views(self, image, generator: torch.Generator) -> list:
         transform = self._transform()

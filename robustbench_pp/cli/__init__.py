@@ -6,7 +6,7 @@ Heavy imports (torch, pandas) happen inside the commands, so ``rbpp --help`` sta
 
 Commands parse options, call the library and print. The library names its parameters in
 backticks in error messages; :mod:`robustbench_pp.cli._errors` turns them into this command
-line's flags. ``quickstart`` (``make quickstart``) is a script of ``rbpp`` calls, not a command.
+line's flags. ``make quickstart`` is ``rbpp study studies/quickstart.toml``.
 """
 
 from __future__ import annotations
@@ -25,6 +25,7 @@ _COMMAND_MODULES: dict[str, tuple[str, ...]] = {
     "data_cmd": ("datasets", "generate"),
     "models_cmd": ("models", "train"),
     "report_cmd": ("report", "check"),
+    "study_cmd": ("study",),
 }
 
 

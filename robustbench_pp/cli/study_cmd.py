@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import os
-import shlex
 import sys
 import time
 
@@ -28,12 +27,24 @@ class ShardType(click.ParamType):
             self.fail(str(exc).replace("`shard` ", ""), param, ctx)
 
 
-def _run_in_process(step) -> None:
-    """Run one rbpp command in this process, echoing it like a shell would; stop the study if it fails."""
-    from robustbench_pp.cli import main
+def _run_step(step) -> None:
+    """Run one rbpp command, echoing it like a shell would; stop the study if it fails.
 
+    One-process steps run in this process (as the same command typed in a shell would);
+    steps on several processes are launched with torchrun.
+    """
+    from robustbench_pp.cli import main
+    from robustbench_pp.study import command_text
+
+    click.secho("$ " + command_text(step), fg="cyan", err=True)
     args = list(step.args)
-    click.secho("$ rbpp " + shlex.join(args), fg="cyan", err=True)
+    if step.launcher:
+        import subprocess
+
+        launched = subprocess.run([sys.executable, "-m", "torch.distributed.run", *step.launcher[1:], *args])
+        if launched.returncode != 0:
+            raise click.ClickException(f"the step above failed (exit {launched.returncode}); the study stops here")
+        return
     saved_argv = sys.argv
     sys.argv = ["rbpp", *args]  # what the records and checkpoint cards note as the command
     try:
@@ -88,7 +99,7 @@ def study(study_file: str, dry_run: bool, shard, report_only: bool) -> None:
         if dry_run:
             _print_plan(loaded, plan_steps(loaded, shard, report_only))
             return
-        outcome = execute(loaded, _run_in_process, shard=shard, report_only=report_only, on_skip=_skipped)
+        outcome = execute(loaded, _run_step, shard=shard, report_only=report_only, on_skip=_skipped)
     minutes = (time.monotonic() - started) / 60
     summary = f"study {loaded.name}: {len(outcome.ran)} command(s) run, {len(outcome.done)} step(s) already done"
     if outcome.blocked:

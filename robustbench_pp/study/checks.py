@@ -44,6 +44,9 @@ def check_study(study: Study, *, strict: bool = True) -> list[str]:
             raise StudyError(message)
         problems.append(message)
 
+    for entry in (study.train, *study.evaluate):
+        if entry.get("processes", 1) < 1:
+            raise StudyError(f"{study.where(entry, 'processes')}: processes must be at least 1")
     _check_study_table(study, missing)
     _check_models(study, missing)
     _check_generate(study, missing)

@@ -41,7 +41,8 @@ def parse_shard(text: str) -> tuple[int, int]:
 
 
 def command_text(step: Step) -> str:
-    return "rbpp " + shlex.join(step.args)
+    """The step as one would type it: ``rbpp ...``, or ``torchrun ... -m robustbench_pp.cli ...``."""
+    return shlex.join([*step.launcher, *step.args]) if step.launcher else "rbpp " + shlex.join(step.args)
 
 
 def plan_steps(study: Study, shard: tuple[int, int] | None = None, report_only: bool = False,

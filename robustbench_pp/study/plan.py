@@ -11,6 +11,8 @@ output is complete (a checkpoint card marked complete and trained with these set
 generated set with every requested cell; a results file with every cell of the data), so a
 re-run does only what is missing, continuing interrupted steps with ``--resume``. Command
 lines are built from parameter names (``batch_size`` → ``--batch-size``, click's convention).
+A step with ``processes`` > 1 runs under ``torchrun`` (DistributedDataParallel training,
+sharded evaluation).
 """
 
 from __future__ import annotations
@@ -72,6 +74,15 @@ class Step:
     status: str = RUN
     run: str | None = None  # the run label (the unit of --shard), None for shared steps
     needs: str | None = None  # the generated set an evaluation reads, when the study makes it
+    processes: int = 1  # > 1: launched by torchrun on this many processes
+
+    @property
+    def launcher(self) -> tuple[str, ...]:
+        """The torchrun prefix of the command (empty for one process)."""
+        if self.processes <= 1:
+            return ()
+        return ("torchrun", flag("standalone"), flag("nproc_per_node"), str(self.processes), "-m",
+                "robustbench_pp.cli")
 
     @property
     def pending(self) -> bool:
@@ -123,7 +134,7 @@ def evaluation_root(study: Study, entry: Entry) -> str | None:
 def train_values(study: Study, run: Run) -> dict:
     """The `rbpp train` parameters of a run (study keys, in the order the command gets them)."""
     values = {"model": run.name, "dataset": study.train.get("dataset")}
-    values.update({k: v for k, v in study.train.values.items() if k != "dataset"})
+    values.update({k: v for k, v in study.train.values.items() if k not in ("dataset", "processes")})
     values.update({k: v for k, v in run.entry.values.items() if k in ("width", "inhibition", "stem", "lr")})
     if run.augment != "none":
         values["augment"] = run.augment
@@ -159,7 +170,8 @@ def _train_step(study: Study, run: Run) -> Step:
     if status != DONE and (folder / "train_state.pt").exists():
         args.append(flag("resume"))
         status = RESUME
-    return Step("train", tuple(args), run.entry.line(), status, run.label)
+    return Step("train", tuple(args), run.entry.line(), status, run.label,
+                processes=study.train.get("processes", 1))
 
 
 def _generate_step(entry: Entry) -> Step:
@@ -217,11 +229,13 @@ def _evaluate_step(study: Study, run: Run, entry: Entry, cache: dict) -> Step:
     values = dict(entry.values)
     if "data_root" not in values and evaluation_root(study, entry):
         values["data_root"] = evaluation_root(study, entry)
-    args += [flag("dataset"), dataset, *_options(values, "evaluate", skip=("dataset",)), flag("out"), str(out), flag("quiet")]
+    args += [flag("dataset"), dataset, *_options(values, "evaluate", skip=("dataset", "processes")), flag("out"),
+             str(out), flag("quiet")]
+    processes = entry.get("processes", 1)
     made = [g for g in study.generate if g.get("dataset") == dataset and not entry.get("data_root")]
     needs = dataset if made else None
     if not out.exists():
-        return Step("evaluate", tuple(args), entry.line(), RUN, run.label, needs)
+        return Step("evaluate", tuple(args), entry.line(), RUN, run.label, needs, processes)
     expected = _expected_cells(study, entry, cache)
     try:
         records = results.read_records(out)
@@ -234,7 +248,7 @@ def _evaluate_step(study: Study, run: Run, entry: Entry, cache: dict) -> Step:
             raise StudyError(f"{study.where(entry)}: {out} was evaluated from another checkpoint than "
                              f"{run.checkpoint}; delete it to evaluate again")
     return Step("evaluate", (*args, flag("resume")) if not done else tuple(args), entry.line(),
-                DONE if done else RESUME, run.label, needs)
+                DONE if done else RESUME, run.label, needs, processes)
 
 
 def _reference_args(study: Study, grid: list[Run]) -> list[str]:

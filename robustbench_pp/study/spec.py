@@ -36,7 +36,7 @@ STUDY_KEYS = {"name": _STR, "results": _STR, "report": _STR, "reported": _STRS, 
 TRAIN_KEYS = {"dataset": _STR, "recipe": _STR, "epochs": _INT, "limit_train": _INT, "limit_test": _INT,
               "eval_every": _INT, "device": _STR, "width": _INT, "stem": _STR, "inhibition": _STR,
               "batch_size": _INT, "lr": _NUM, "weight_decay": _NUM, "schedule": _STR, "jsd": _BOOL,
-              "data_root": _STR, "val_root": _STR, "workers": _INT, "threads": _INT}
+              "data_root": _STR, "val_root": _STR, "workers": _INT, "threads": _INT, "processes": _INT}
 MODEL_KEYS = {"name": _STR, "label": _STR, "checkpoint": _STR, "factory": _STR, "width": _INT, "inhibition": _STR,
               "stem": _STR, "lr": _NUM, "augmentations": _STRS}
 GENERATE_KEYS = {"dataset": _STR, "out": _STR, "corruptions": _STRS, "severities": _INTS, "limit": _INT,
@@ -44,7 +44,7 @@ GENERATE_KEYS = {"dataset": _STR, "out": _STR, "corruptions": _STRS, "severities
 EVALUATE_KEYS = {"dataset": _STR, "data_root": _STR, "source_root": _STR, "on_the_fly": _BOOL,
                  "jpeg_roundtrip": _BOOL, "corruptions": _STRS, "severities": _INTS, "limit": _INT,
                  "subset_seed": _INT, "seed": _INT, "batch_size": _INT, "device": _STR, "precision": _STR,
-                 "workers": _INT, "allow_mismatch": _BOOL}
+                 "workers": _INT, "allow_mismatch": _BOOL, "processes": _INT}
 _TABLES = {"study": STUDY_KEYS, "train": TRAIN_KEYS}
 _ARRAYS = {"models": MODEL_KEYS, "generate": GENERATE_KEYS, "evaluate": EVALUATE_KEYS}
 _PATH_KEYS = {"results", "report", "reported", "data_root", "val_root", "checkpoint", "factory", "out", "source_root"}

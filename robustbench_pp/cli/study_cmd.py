@@ -56,6 +56,27 @@ def _run_step(step) -> None:
         sys.argv = saved_argv
 
 
+def _check_commands(loaded, steps) -> None:
+    """Parse every pending command with its rbpp command's own options, before anything runs.
+
+    A value the command line would refuse (a range, a choice) stops the study here, naming
+    the study file's line, instead of after the steps before it have run.
+    """
+    from robustbench_pp.cli import main
+    from robustbench_pp.study import DONE, StudyError
+
+    for step in steps:
+        if step.status == DONE:
+            continue
+        command = main.commands[step.args[0]]
+        try:
+            command.make_context(f"rbpp {step.args[0]}", list(step.args[1:]), resilient_parsing=False)
+        except click.ClickException as exc:
+            option = next((o for o in getattr(getattr(exc, "param", None), "opts", ()) if o.startswith("--")), "")
+            line = step.line_of_option(option) if option else step.line
+            raise StudyError(f"{loaded.path}:{line}: rbpp {step.args[0]} would refuse it: {exc.format_message()}") from None
+
+
 def _skipped(step) -> None:
     from robustbench_pp.study import BLOCKED
 
@@ -99,6 +120,7 @@ def study(study_file: str, dry_run: bool, shard, report_only: bool) -> None:
         if dry_run:
             _print_plan(loaded, plan_steps(loaded, shard, report_only))
             return
+        _check_commands(loaded, plan_steps(loaded, shard, report_only))
         outcome = execute(loaded, _run_step, shard=shard, report_only=report_only, on_skip=_skipped)
     minutes = (time.monotonic() - started) / 60
     summary = f"study {loaded.name}: {len(outcome.ran)} command(s) run, {len(outcome.done)} step(s) already done"

@@ -198,6 +198,10 @@ def _check_evaluate(study: Study, missing) -> None:
     for entry in study.evaluate:
         spec = _dataset_spec(study, entry)
         _corruptions(study, entry, groups=False)
+        if trained and NUM_CLASSES[study.train.get("dataset")] != spec.num_classes:
+            raise StudyError(f"{study.where(entry, 'dataset')}: {spec.name} has {spec.num_classes} classes but the "
+                             f"models are trained on {study.train.get('dataset')} "
+                             f"({NUM_CLASSES[study.train.get('dataset')]} classes)")
         if entry.get("precision") not in (None, "fp32", "bf16", "fp16"):
             raise StudyError(f"{study.where(entry, 'precision')}: precision is fp32, bf16 or fp16")
         if entry.get("on_the_fly"):
@@ -213,10 +217,6 @@ def _check_evaluate(study: Study, missing) -> None:
             if not made and not folder.is_dir():
                 missing(f"{study.where(entry, 'data_root' if entry.get('data_root') else 'dataset')}: the data of "
                         f"{spec.name}, {folder}, not found (set data_root, on_the_fly, or add a [[generate]])")
-        if trained and NUM_CLASSES[study.train.get("dataset")] != spec.num_classes:
-            raise StudyError(f"{study.where(entry, 'dataset')}: {spec.name} has {spec.num_classes} classes but the "
-                             f"models are trained on {study.train.get('dataset')} "
-                             f"({NUM_CLASSES[study.train.get('dataset')]} classes)")
 
 
 def _collide(study: Study, what: str, first: Entry, second: Entry, key: str | None) -> StudyError:
@@ -227,7 +227,7 @@ def _check_collisions(study: Study) -> None:
     seen: dict[str, Entry] = {}
     for run in runs(study):
         if run.label in seen:
-            key = "label" if run.entry.get("label") else None
+            key = next((k for k in ("label", "name", "checkpoint", "factory") if run.entry.get(k)), None)
             raise _collide(study, f"run {run.label!r} (its checkpoint and results files)", seen[run.label], run.entry, key)
         seen[run.label] = run.entry
     datasets: dict[str, Entry] = {}

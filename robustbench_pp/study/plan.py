@@ -75,6 +75,12 @@ class Step:
     run: str | None = None  # the run label (the unit of --shard), None for shared steps
     needs: str | None = None  # the generated set an evaluation reads, when the study makes it
     processes: int = 1  # > 1: launched by torchrun on this many processes
+    key_lines: tuple[tuple[str, int], ...] = ()  # study key -> line of the values in the command
+
+    def line_of_option(self, option: str) -> int:
+        """The study-file line that set a command-line option (``--limit-train``), else the step's."""
+        key = option.lstrip("-").replace("-", "_")
+        return dict(self.key_lines).get(key, self.line)
 
     @property
     def launcher(self) -> tuple[str, ...]:
@@ -170,8 +176,9 @@ def _train_step(study: Study, run: Run) -> Step:
     if status != DONE and (folder / "train_state.pt").exists():
         args.append(flag("resume"))
         status = RESUME
-    return Step("train", tuple(args), run.entry.line(), status, run.label,
-                processes=study.train.get("processes", 1))
+    lines = {**study.train.lines, **run.entry.lines}
+    return Step("train", tuple(args), run.entry.line(), status, run.label, processes=study.train.get("processes", 1),
+                key_lines=tuple((k, v) for k, v in lines.items() if k))
 
 
 def _generate_step(entry: Entry) -> Step:
@@ -179,7 +186,8 @@ def _generate_step(entry: Entry) -> Step:
     if entry.get("out") is None:
         args[2:2] = [flag("out"), "corruptions"]
     status = DONE if _generated(entry) else RUN
-    return Step("generate", tuple(args), entry.line(), status)
+    return Step("generate", tuple(args), entry.line(), status,
+                key_lines=tuple((_RENAMED["generate"].get(k, k), v) for k, v in entry.lines.items() if k))
 
 
 def _generated(entry: Entry) -> bool:
@@ -232,10 +240,11 @@ def _evaluate_step(study: Study, run: Run, entry: Entry, cache: dict) -> Step:
     args += [flag("dataset"), dataset, *_options(values, "evaluate", skip=("dataset", "processes")), flag("out"),
              str(out), flag("quiet")]
     processes = entry.get("processes", 1)
+    key_lines = tuple((k, v) for k, v in entry.lines.items() if k)
     made = [g for g in study.generate if g.get("dataset") == dataset and not entry.get("data_root")]
     needs = dataset if made else None
     if not out.exists():
-        return Step("evaluate", tuple(args), entry.line(), RUN, run.label, needs, processes)
+        return Step("evaluate", tuple(args), entry.line(), RUN, run.label, needs, processes, key_lines)
     expected = _expected_cells(study, entry, cache)
     try:
         records = results.read_records(out)
@@ -248,7 +257,7 @@ def _evaluate_step(study: Study, run: Run, entry: Entry, cache: dict) -> Step:
             raise StudyError(f"{study.where(entry)}: {out} was evaluated from another checkpoint than "
                              f"{run.checkpoint}; delete it to evaluate again")
     return Step("evaluate", (*args, flag("resume")) if not done else tuple(args), entry.line(),
-                DONE if done else RESUME, run.label, needs, processes)
+                DONE if done else RESUME, run.label, needs, processes, key_lines)
 
 
 def _reference_args(study: Study, grid: list[Run]) -> list[str]:

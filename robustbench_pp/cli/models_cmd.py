@@ -64,7 +64,8 @@ TRAIN_FLAG_ALIASES = {**MODEL_FLAG_ALIASES, "source_root": "--val-root"}
 @click.option("--limit-train", type=click.IntRange(min=1), default=None,
               help="Train on a seeded class-balanced subset of N images.")
 @click.option("--limit-test", type=click.IntRange(min=1), default=None,
-              help="Measure the per-epoch test error on the first N test images only.")
+              help="Measure the per-epoch test error on N test images only (the first N; ImageNet: a "
+                   "class-balanced N of the validation folder).")
 @click.option("--eval-every", type=click.IntRange(min=0), default=1, show_default=True,
               help="Measure the test error every N epochs (0: only after the last epoch).")
 @click.option("--width", type=click.IntRange(min=1), default=None, help="Base channel width (default 64).")

@@ -3,7 +3,7 @@
 The caller supplies how a command runs (the CLI runs it in its own process, printing it
 first, as a shell would). Done steps are skipped, so a study killed at any point and started
 again continues where it stopped: interrupted trainings and evaluations resume (their commands
-carry ``--resume``), generation skips the files it finished, and the report is rendered again.
+ask for it), generation skips the files it finished, and the report is rendered again.
 """
 
 from __future__ import annotations

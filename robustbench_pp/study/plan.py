@@ -9,8 +9,8 @@ Steps, in order: ``train`` (runs trained here), ``generate`` (corrupted sets the
 makes), ``evaluate`` (each run on each evaluation set), ``report``. A step is *done* when its
 output is complete (a checkpoint card marked complete and trained with these settings; a
 generated set with every requested cell; a results file with every cell of the data), so a
-re-run does only what is missing, continuing interrupted steps with ``--resume``. Command
-lines are built from parameter names (``batch_size`` → ``--batch-size``, click's convention).
+re-run does only what is missing, resuming interrupted steps. Command lines are built from
+parameter names (``batch_size`` becomes the option batch-size, click's convention).
 A step with ``processes`` > 1 runs under ``torchrun`` (DistributedDataParallel training,
 sharded evaluation).
 """
@@ -29,7 +29,7 @@ _RENAMED = {"generate": {"source_root": "source"}}
 
 
 def flag(parameter: str) -> str:
-    """The rbpp option of a library parameter: ``limit_train`` -> ``--limit-train``."""
+    """The rbpp option of a library parameter: ``limit_train`` -> two dashes and ``limit-train``."""
     return "-" * 2 + parameter.replace("_", "-")
 
 
@@ -78,7 +78,7 @@ class Step:
     key_lines: tuple[tuple[str, int], ...] = ()  # study key -> line of the values in the command
 
     def line_of_option(self, option: str) -> int:
-        """The study-file line that set a command-line option (``--limit-train``), else the step's."""
+        """The study-file line that set a command-line option (given with its dashes), else the step's."""
         key = option.lstrip("-").replace("-", "_")
         return dict(self.key_lines).get(key, self.line)
 

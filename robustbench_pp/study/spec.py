@@ -14,7 +14,7 @@
 ``reference`` normalises mCE: the label of one of the study's models (its run without
 augmentation, first seed, on each evaluation set), ``"published:alexnet"`` (AlexNet's
 ImageNet-C errors) or a results file. With several ``seeds`` every trained model runs once
-per seed and the report shows their mean and spread (``rbpp report --group-seeds``).
+per seed and the report shows their mean and spread (the report groups the seeds).
 Paths are relative to the working directory, as in a shell at the repository root; ``${VAR}``
 and ``${VAR:-default}`` expand environment variables. Every error names the file and line.
 """

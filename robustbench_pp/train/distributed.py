@@ -1,6 +1,6 @@
 """Training on several processes: torch's DistributedDataParallel under ``torchrun``.
 
-``torchrun --nproc-per-node K -m robustbench_pp.cli train ...`` starts K processes; each joins
+``torchrun`` with K processes per node (``-m robustbench_pp.cli train ...``) starts K processes; each joins
 the process group (NCCL on GPUs, gloo on CPU) and takes its GPU from ``LOCAL_RANK``. The
 batch size stays the *global* batch: every step, each rank takes a contiguous share of the
 same global batch (the order and augmentations are drawn identically on every rank), the

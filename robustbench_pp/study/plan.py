@@ -57,7 +57,7 @@ class Run:
     augment: str
     seed: int | None
     trained_here: bool
-    checkpoint: str | None  # what `rbpp evaluate --checkpoint` gets
+    checkpoint: str | None  # the checkpoint `rbpp evaluate` gets
 
     @property
     def name(self) -> str | None:
@@ -72,7 +72,7 @@ class Step:
     args: tuple[str, ...]
     line: int  # where the study file defines it
     status: str = RUN
-    run: str | None = None  # the run label (the unit of --shard), None for shared steps
+    run: str | None = None  # the run label (the unit of a shard), None for shared steps
     needs: str | None = None  # the generated set an evaluation reads, when the study makes it
     processes: int = 1  # > 1: launched by torchrun on this many processes
     key_lines: tuple[tuple[str, int], ...] = ()  # study key -> line of the values in the command

@@ -24,11 +24,15 @@ from __future__ import annotations
 import ast
 import os
 import re
-import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from robustbench_pp.study.toml_lines import locate
+
+try:
+    import tomllib
+except ModuleNotFoundError:  # Python 3.10: the same parser, as a package
+    import tomli as tomllib
 
 _STR, _INT, _NUM, _BOOL, _STRS, _INTS = "a string", "an integer", "a number", "true or false", \
     "a list of strings", "a list of integers"

@@ -45,5 +45,6 @@ test-fast: install
 # check, and ATEN_CPU_CAPABILITY=avx2 on a CPU without it dies with "Illegal instruction".
 QUICKSTART_ISA := $(shell grep -qw avx2 /proc/cpuinfo 2>/dev/null && echo ATEN_CPU_CAPABILITY=avx2 ONEDNN_MAX_CPU_ISA=AVX2 MKL_CBWR=AVX2)
 
+# The quickstart is a study (studies/quickstart.toml): a second run only renders the report again.
 quickstart: install system-deps
-	$(QUICKSTART_ISA) $(PY) -m robustbench_pp.cli.quickstart
+	$(QUICKSTART_ISA) $(PY) -m robustbench_pp.cli study studies/quickstart.toml

@@ -6,7 +6,7 @@ Heavy imports (torch, pandas) happen inside the commands, so ``rbpp --help`` sta
 
 Commands parse options, call the library and print. The library names its parameters in
 backticks in error messages; :mod:`robustbench_pp.cli._errors` turns them into this command
-line's flags. ``quickstart`` (``make quickstart``) is a script of ``rbpp`` calls, not a command.
+line's flags. ``make quickstart`` is ``rbpp study studies/quickstart.toml``.
 """
 
 from __future__ import annotations
@@ -26,6 +26,7 @@ _COMMAND_MODULES: dict[str, tuple[str, ...]] = {
     "models_cmd": ("models", "train"),
     "report_cmd": ("report", "check"),
     "compare_cmd": ("compare",),
+    "study_cmd": ("study",),
 }
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import sys
 
 import click
@@ -54,26 +55,37 @@ def models(pattern: str | None, stem: str, as_json: bool) -> None:
                    f"packages add models through the entry-point group {ENTRY_POINT_GROUP}")
 
 
+#: Library parameters that ``rbpp train`` sets under another flag: the ImageNet validation
+#: folder is opened as an evaluation set's clean source.
+TRAIN_FLAG_ALIASES = {**MODEL_FLAG_ALIASES, "source_root": "--val-root"}
+
+
 @click.command("train")
 @click.option("--model", required=True, help="Registered model name (see `rbpp models`).")
-@click.option("--dataset", type=click.Choice(["fashion-mnist", "cifar10"]), default="fashion-mnist", show_default=True)
+@click.option("--dataset", type=click.Choice(["fashion-mnist", "cifar10", "imagenet", "imagenet100", "imagenet200"]),
+              default="fashion-mnist", show_default=True,
+              help="32 px sets in memory, or ImageNet-style class folders (imagenet100/200: the shipped class lists).")
 @click.option("--augment", type=click.Choice(["none", "autoaugment", "augmix", "prime"]), default="none",
               show_default=True, help="Training augmentation.")
 @click.option("--recipe", type=click.Choice(["standard", "pushpull"]), default="standard", show_default=True,
-              help="standard: cosine, lr 0.1, wd 5e-4, batch 128, JSD for AugMix/PRIME; "
-                   "pushpull: the PushPull-Net runs (one-cycle 5e-3->0.2, wd 1e-5, batch 64, no JSD).")
-@click.option("--epochs", type=click.IntRange(min=1), default=2, show_default=True)
+              help="standard: cosine, lr 0.1, wd 5e-4, batch 128, JSD for AugMix/PRIME; pushpull: the PushPull-Net "
+                   "runs (OneCycleLR 5e-3->0.2 with momentum cycling, wd 1e-5, batch 64, fp32, seed 1234, no JSD).")
+@click.option("--epochs", type=click.IntRange(min=1), default=None,
+              help="Default: the recipe's (standard 2; pushpull 30 on CIFAR-10, 20 on ImageNet).")
 @click.option("--out", type=click.Path(file_okay=False), required=True,
               help="Output folder: model.safetensors + model.json (each epoch) and train_state.pt.")
 @click.option("--device", default="cpu", show_default=True, help="cpu, cuda or cuda:N.")
-@click.option("--seed", type=SEED, default=0, show_default=True)
+@click.option("--seed", type=SEED, default=None, help="Default: the recipe's (standard 0, pushpull 1234).")
 @click.option("--limit-train", type=click.IntRange(min=1), default=None,
               help="Train on a seeded class-balanced subset of N images.")
 @click.option("--limit-test", type=click.IntRange(min=1), default=None,
-              help="Measure the per-epoch test error on the first N test images only.")
+              help="Measure the per-epoch test error on N test images only (the first N; ImageNet: a "
+                   "class-balanced N of the validation folder).")
 @click.option("--eval-every", type=click.IntRange(min=0), default=1, show_default=True,
               help="Measure the test error every N epochs (0: only after the last epoch).")
 @click.option("--width", type=click.IntRange(min=1), default=None, help="Base channel width (default 64).")
+@click.option("--stem", type=click.Choice(["cifar", "imagenet"]), default=None,
+              help="Default: cifar for the 32 px sets, imagenet for the class folders.")
 @click.option("--inhibition", "inhibition_mode", type=click.Choice(["fixed", "trainable"]), default=None,
               help="PushPull inhibition mode (default: trainable).")
 @click.option("--batch-size", type=click.IntRange(min=2), default=None, help="Default: the recipe's.")
@@ -83,7 +95,12 @@ def models(pattern: str | None, stem: str, as_json: bool) -> None:
               help="Per-batch learning-rate schedule. Default: the recipe's.")
 @click.option("--jsd/--no-jsd", default=None, help="AugMix/PRIME Jensen-Shannon loss. Default: the recipe's.")
 @click.option("--data-root", type=click.Path(), default=None,
-              help="Fashion-MNIST idx folder, or the folder holding cifar-10-batches-py.")
+              help="Fashion-MNIST idx folder, the folder holding cifar-10-batches-py, or the ImageNet training "
+                   "folder (one sub-folder per wnid).")
+@click.option("--val-root", type=click.Path(), default=None,
+              help="ImageNet: the validation folder of the per-epoch error (default $IMAGENET_VAL_ROOT).")
+@click.option("--workers", type=click.IntRange(min=0), default=None,
+              help="ImageNet: image-decoding processes (default: CPUs - 1, at most 8).")
 @click.option("--download", is_flag=True, help="Download CIFAR-10 into --data-root with torchvision first.")
 @click.option("--resume", is_flag=True, help="Continue the run saved in --out.")
 @click.option("--threads", type=click.IntRange(min=1), default=None,
@@ -91,15 +108,21 @@ def models(pattern: str | None, stem: str, as_json: bool) -> None:
                    "same count; more threads train faster.")
 @click.option("--quiet", is_flag=True, help="No progress bar or per-epoch lines.")
 def train(resume: bool, quiet: bool, **options) -> None:
-    """Train a registered model and write a checkpoint (safetensors + JSON card) every epoch."""
+    """Train a registered model and write a checkpoint (safetensors + JSON card) every epoch.
+
+    Several processes: `torchrun --nproc-per-node K -m robustbench_pp.cli train ...` trains with
+    DistributedDataParallel (NCCL on GPUs, gloo on CPU); --batch-size is the global batch.
+    """
     import shlex
 
     from robustbench_pp.train import TrainConfig
     from robustbench_pp.train import train as run_training
 
-    with library_errors(aliases=MODEL_FLAG_ALIASES):
+    with library_errors(aliases=TRAIN_FLAG_ALIASES):
         result = run_training(TrainConfig(**options), resume=resume, command=shlex.join(["rbpp", *sys.argv[1:]]),
                               progress=not quiet)
+    if os.environ.get("RANK", "0") != "0":  # under torchrun: rank 0 reports
+        return
     last = result.history[-1] if result.history else {}
     click.echo(f"checkpoint: {result.checkpoint}")
     if last and last["test_error"] is not None:

@@ -24,7 +24,10 @@ from robustbench_pp.cli.metrics_cmd import REFERENCE_ALIASES
               help="Folder of the HTML site (index.html, leaderboard.csv/.json/.md, pages).")
 @click.option("--format", "output_format", type=click.Choice(["html", "markdown"]), default="html", show_default=True,
               help="'markdown' prints the leaderboard as a Markdown table and writes nothing.")
-def report(results_paths, baseline, reference_choices, reported_files, out_dir, output_format) -> None:
+@click.option("--group-seeds", is_flag=True,
+              help="Runs sharing a label on a dataset are training seeds of one model: one row with their mean "
+                   "and spread beside the within-run intervals.")
+def report(results_paths, baseline, reference_choices, reported_files, out_dir, output_format, group_seeds) -> None:
     """Render the leaderboard of RESULTS (files or folders of *.jsonl) as a static HTML site."""
     from robustbench_pp import report as report_lib
     from robustbench_pp import results
@@ -37,10 +40,10 @@ def report(results_paths, baseline, reference_choices, reported_files, out_dir, 
         references = results.choose_references(reference_choices, {t.dataset for t in tables})
         reported = [row for path in reported_files for row in report_lib.load_reported(path)]
         if output_format == "markdown":
-            board = report_lib.build_leaderboard(tables, references, baseline, reported)
+            board = report_lib.build_leaderboard(tables, references, baseline, reported, group_seeds=group_seeds)
             click.echo(report_lib.leaderboard_markdown(board), nl=False)
             return
-        board, rendered = report_lib.render_report(tables, references, baseline, reported)
+        board, rendered = report_lib.render_report(tables, references, baseline, reported, group_seeds=group_seeds)
     with library_errors(), warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         index = report_lib.write_report(rendered, out_dir)

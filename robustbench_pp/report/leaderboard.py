@@ -71,6 +71,10 @@ class LeaderboardRow:
             error minus the baseline's, with the paired 95% interval (same images resampled
             for both); a difference is real at that level when the interval excludes zero.
         interval_note: why the row has no interval or no paired Δ.
+        seeds: training seeds averaged into this row (seed grouping; None: one run). The
+            numbers are then means over the seeds, ``*_seed_sd`` their sample standard
+            deviations, ``within_run_halfwidth`` the mean half-width of the runs' own 95%
+            intervals of the unnormalised error (see :mod:`robustbench_pp.report.seeds`).
     """
 
     dataset: str
@@ -104,6 +108,12 @@ class LeaderboardRow:
     delta_mce_low: float | None = None
     delta_mce_high: float | None = None
     interval_note: str | None = None
+    seeds: int | None = None
+    clean_error_seed_sd: float | None = None
+    mce_seed_sd: float | None = None
+    unnormalized_mean_error_seed_sd: float | None = None
+    r_net_unnormalized_seed_sd: float | None = None
+    within_run_halfwidth: float | None = None
 
     def interval(self, name: str) -> tuple[float, float] | None:
         """The 95% interval of ``name`` (e.g. ``"mce"``, ``"delta_mce"``), or None."""
@@ -176,15 +186,20 @@ def measured_rows(
     baseline: str | None = None,
     pages: Mapping[int, str] | None = None,
     comparisons: dict | None = None,
+    group_seeds: bool = False,
 ) -> tuple[list[LeaderboardRow], dict[str, list[str]]]:
     """Leaderboard rows of evaluated runs, and notes per dataset explaining empty columns.
 
     Args:
-        tables: one :class:`RunTable` per results file; labels must be unique per dataset.
+        tables: one :class:`RunTable` per results file; labels must be unique per dataset
+            (unless ``group_seeds``).
         references: dataset -> the mCE normaliser (None: mCE columns stay empty).
         baseline: label or model name of the R_net baseline (looked up on each dataset).
         pages: index in ``tables`` -> per-model page file name.
-        comparisons: filled with (dataset, label) -> each run against the baseline, when given.
+        comparisons: filled with (dataset, label) -> each run against the baseline, when given
+            (not with ``group_seeds``: a paired Δ compares two runs, not two groups of seeds).
+        group_seeds: runs sharing a label on a dataset are training seeds of one cell: one
+            row with their mean and spread (:func:`seed_rows`).
 
     Returns:
         ``(rows, notes)``, rows in the order of ``tables``.
@@ -192,11 +207,14 @@ def measured_rows(
     Raises:
         ValueError: when two runs on one dataset share a label, or ``baseline`` is ambiguous.
     """
+    if group_seeds:
+        return seed_rows(tables, references, baseline, pages)
     seen: set[tuple[str, str]] = set()
     for table in tables:
         key = (table.dataset, table.label)
         if key in seen:
-            raise ValueError(f"two results on {table.dataset} are labelled {table.label!r}; give them distinct labels")
+            raise ValueError(f"two results on {table.dataset} are labelled {table.label!r}; give them distinct labels "
+                             "(or pass `group_seeds` if they are training seeds of one model)")
         seen.add(key)
     notes: dict[str, list[str]] = {}
     baselines: dict[str, RunTable | None] = {}
@@ -275,6 +293,7 @@ def build_leaderboard(
     baseline: str | None = None,
     reported: Sequence[LeaderboardRow] = (),
     pages: Mapping[int, str] | None = None,
+    group_seeds: bool = False,
 ) -> Leaderboard:
     """Measured rows (see :func:`measured_rows`) followed by reported rows, sorted per dataset.
 
@@ -282,7 +301,7 @@ def build_leaderboard(
     error (rows without one last).
     """
     comparisons: dict = {}
-    rows, notes = measured_rows(tables, references, baseline, pages, comparisons)
+    rows, notes = measured_rows(tables, references, baseline, pages, comparisons, group_seeds)
     reported = [row if row.interval_note else replace(row, interval_note=REPORTED_NOTE) for row in reported]
     for row in reported:
         notes.setdefault(row.dataset, [])
@@ -383,17 +402,23 @@ def leaderboard_markdown(board: Leaderboard) -> str:
     header = ["dataset", "model", "source", "E (%)", "mCE (%)", "relative mCE (%)", "unnorm. mean error (%)",
               R_NET_LABELS["r_net_unnormalized"], R_NET_LABELS["r_net_mce"], "mean ECE (%)", "#images",
               "Δ unnorm. error vs baseline (points)", "Δ mCE vs baseline (points)"]
+    seeded = any(row.seeds for row in board.rows)
+    if seeded:
+        header += ["seeds", "within-run 95% ± (unnorm., %)"]
     lines = ["| " + " | ".join(_markdown_cell(h) for h in header) + " |", "|" + "---|" * len(header)]
     for row in board.rows:
         deltas = [paired_delta_text(row, name) for name in ("delta_unnormalized_mean_error", "delta_mce")]
         deltas = [f"**{text}**" if row.excludes_zero(name) else text
                   for text, name in zip(deltas, ("delta_unnormalized_mean_error", "delta_mce"))]
         cells = [
-            row.dataset, row.label, row.source, _with_interval(row, "clean_error"), _with_interval(row, "mce"),
-            percent(row.relative_mce), _with_interval(row, "unnormalized_mean_error"), number(row.r_net_unnormalized),
-            number(row.r_net_mce), percent(row.mean_ece),
-            "—" if row.num_images is None else str(row.num_images), *deltas,
+            row.dataset, row.label, row.source, _spread(_with_interval(row, "clean_error"), row.clean_error_seed_sd, 100),
+            _spread(_with_interval(row, "mce"), row.mce_seed_sd, 100), percent(row.relative_mce),
+            _spread(_with_interval(row, "unnormalized_mean_error"), row.unnormalized_mean_error_seed_sd, 100),
+            _spread(number(row.r_net_unnormalized), row.r_net_unnormalized_seed_sd, 1), number(row.r_net_mce),
+            percent(row.mean_ece), "—" if row.num_images is None else str(row.num_images), *deltas,
         ]
+        if seeded:
+            cells += ["—" if row.seeds is None else str(row.seeds), percent(row.within_run_halfwidth)]
         lines.append("| " + " | ".join(_markdown_cell(c) for c in cells) + " |")
     notes = [f"- {dataset}: {note}" for dataset, items in board.notes.items() for note in items]
     notes += [f"- {row.label} ({row.dataset}): {row.note}" for row in board.rows if row.note]
@@ -408,6 +433,66 @@ def leaderboard_markdown(board: Leaderboard) -> str:
         notes.append(f"- R_net baseline: {board.baseline} (reported rows: the paper's own baseline)")
     if any(row.r_net_unnormalized is not None or row.r_net_mce is not None for row in board.rows):
         notes.append(f"- {R_NET_NOTE}")
+    if seeded:
+        notes.append(f"- {SEED_NOTE}")
     if notes:
         lines += ["", "Notes:", *notes]
     return "\n".join(lines) + "\n"
+
+
+SEED_NOTE = (
+    "Rows of several training seeds show the mean over the seeds ± their sample standard deviation (n − 1); "
+    "\"within-run 95% ±\" is the mean half-width of each run's own bootstrap interval of the unnormalised error. "
+    "R_net of each seed is taken against the mean of the baseline's seeds."
+)
+
+
+def _spread(text: str, sd: float | None, scale: float) -> str:
+    return text if sd is None else f"{text} ± {sd * scale:.2f}"
+
+
+def seed_rows(
+    tables: Sequence[RunTable],
+    references: Mapping[str, Reference | None],
+    baseline: str | None = None,
+    pages: Mapping[int, str] | None = None,
+) -> tuple[list[LeaderboardRow], dict[str, list[str]]]:
+    """One row per (dataset, label): the mean over its runs (training seeds) and their spread.
+
+    Raises:
+        ValueError: two runs of a label with the same checkpoint, or on different images.
+    """
+    from robustbench_pp.report.seeds import SEED_FIELDS, seed_groups, seed_statistics
+
+    groups = seed_groups(tables)
+    first_page = {id(t): (pages or {}).get(i) for i, t in enumerate(tables)}
+    notes: dict[str, list[str]] = {}
+    rows = []
+    for group in groups:
+        dataset = group.dataset
+        reference = references.get(dataset)
+        if dataset not in notes:
+            notes[dataset] = [f"mCE and relative mCE are normalised by {reference.name}" if reference is not None
+                              else no_reference_note(dataset)]
+        base = next((g for g in groups if g.dataset == dataset and baseline in (g.label, g.tables[0].model)), None)
+        if baseline is not None and base is None and len(notes[dataset]) == 1:
+            notes[dataset].append(f"baseline {baseline!r} was not evaluated on {dataset}: R_net is empty")
+        head = group.tables[0]
+        common = dict(dataset=dataset, model=head.model, recipe=head.recipe, label=group.label, source=MEASURED,
+                      num_images=head.num_images, reference=reference.name if reference else None,
+                      page=first_page[id(head)], seeds=len(group.tables))
+        if not all(t.complete for t in group.tables) or (base is not None and not all(t.complete for t in base.tables)):
+            rows.append(LeaderboardRow(**common, note="incomplete: a run of this row (or of its baseline) misses cells"))
+            continue
+        stats = seed_statistics(group, reference, base)
+        eces = [mean_ece(t) for t in group.tables]
+        rows.append(LeaderboardRow(
+            **common, **{name: stats.mean.get(name) for name in SEED_FIELDS},
+            mean_ece=None if None in eces else sum(eces) / len(eces),
+            baseline=base.label if base is not None else None,
+            clean_error_seed_sd=stats.sd["clean_error"], mce_seed_sd=stats.sd["mce"],
+            unnormalized_mean_error_seed_sd=stats.sd["unnormalized_mean_error"],
+            r_net_unnormalized_seed_sd=stats.sd.get("r_net_unnormalized"),
+            within_run_halfwidth=stats.within["unnormalized_mean_error"],
+        ))
+    return rows, notes

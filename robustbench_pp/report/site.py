@@ -20,6 +20,7 @@ from robustbench_pp.report.assets import CONTENT_SECURITY_POLICY, SCRIPT
 from robustbench_pp.report.leaderboard import (
     MEASURED,
     R_NET_NOTE,
+    SEED_NOTE,
     Leaderboard,
     LeaderboardRow,
     build_leaderboard,
@@ -68,7 +69,7 @@ def _environment():
     environment.globals["paired_delta_text"] = paired_delta_text
     environment.globals.update(
         csp=CONTENT_SECURITY_POLICY, script=jinja2.utils.markupsafe.Markup(SCRIPT), version=__version__,
-        r_net_note=R_NET_NOTE, r_net_labels=R_NET_LABELS,
+        r_net_note=R_NET_NOTE, r_net_labels=R_NET_LABELS, seed_note=SEED_NOTE,
     )
     return environment
 
@@ -200,6 +201,7 @@ def render_report(
     references: Mapping[str, Reference | None],
     baseline: str | None = None,
     reported: Sequence[LeaderboardRow] = (),
+    group_seeds: bool = False,
 ) -> tuple[Leaderboard, dict[str, bytes]]:
     """Render every file of the report in memory.
 
@@ -208,6 +210,7 @@ def render_report(
         references: dataset -> mCE normaliser, or None (mCE columns stay empty, with a note).
         baseline: label or model name of the R_net baseline, looked up per dataset.
         reported: rows of paper numbers (see :func:`~robustbench_pp.report.reported.load_reported`).
+        group_seeds: runs sharing a label are training seeds: one row each (mean and spread).
 
     Returns:
         ``(leaderboard, files)`` where ``files`` maps file names (``index.html``,
@@ -220,7 +223,7 @@ def render_report(
     pages = {i: page_name(t) for i, t in enumerate(tables)}
     if len(set(pages.values())) != len(pages):
         raise ValueError("two runs would share a page: give them distinct labels or checkpoints")
-    board = build_leaderboard(tables, references, baseline, reported, pages)
+    board = build_leaderboard(tables, references, baseline, reported, pages, group_seeds)
     environment = _environment()
     files: dict[str, bytes] = {}
     compare_pages = []
@@ -244,7 +247,8 @@ def render_report(
         reference = references.get(table.dataset)
         ce = corruption_errors(table, reference)
         files[pages[index]] = environment.get_template("model.html").render(
-            title=f"{table.label} on {table.dataset}", table=table, row=rows_by_page[pages[index]],
+            title=f"{table.label} on {table.dataset}", table=table, row=rows_by_page.get(pages[index]) or next(
+                r for r in board.rows if r.source == MEASURED and (r.dataset, r.label) == (table.dataset, table.label)),
             reference=reference, ce=ce, cell_rows=_cell_rows(table), provenance=provenance_items(table),
             heatmap=plots.error_heatmap(table), curves=plots.severity_curves(table),
             bars=plots.corruption_bars(table, ce), compare_pages=compare_pages,

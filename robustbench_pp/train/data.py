@@ -1,4 +1,9 @@
-"""Training data: dataset readers, normalisation constants and class-balanced subsets."""
+"""Training data: dataset readers, normalisation constants and class-balanced subsets.
+
+Two kinds of training set: the 32 px sets read whole into memory (Fashion-MNIST, CIFAR-10;
+:func:`load_dataset`) and ImageNet-style class folders decoded batch by batch in worker
+processes (ImageNet-1k and the ImageNet-100/200 subsets; :mod:`robustbench_pp.train.folders`).
+"""
 
 from __future__ import annotations
 
@@ -11,9 +16,18 @@ import numpy as np
 from robustbench_pp.datasets.subsets import balanced_subset  # noqa: F401  (re-exported: train's API)
 from robustbench_pp.preprocessing import FASHION_MNIST_MEAN, FASHION_MNIST_STD, SOURCE_NORMALIZATION  # noqa: F401
 
-DATASETS = ("fashion-mnist", "cifar10")
-NORMALISATION = {name: SOURCE_NORMALIZATION[name] for name in DATASETS}
-NUM_CLASSES = {"fashion-mnist": 10, "cifar10": 10}
+IN_MEMORY_DATASETS = ("fashion-mnist", "cifar10")
+#: Class-folder training sets -> the evaluation spec whose classes (and validation geometry) they share.
+FOLDER_DATASETS = {"imagenet": "imagenet-c", "imagenet100": "imagenet100-c", "imagenet200": "imagenet200-c"}
+DATASETS = (*IN_MEMORY_DATASETS, *FOLDER_DATASETS)
+NORMALISATION = {**{name: SOURCE_NORMALIZATION[name] for name in IN_MEMORY_DATASETS},
+                 **{name: SOURCE_NORMALIZATION["imagenet"] for name in FOLDER_DATASETS}}
+NUM_CLASSES = {"fashion-mnist": 10, "cifar10": 10, "imagenet": 1000, "imagenet100": 100, "imagenet200": 200}
+
+
+def input_size_of(dataset: str) -> int:
+    """The side of the training crops: 224 for the ImageNet class folders, else 32."""
+    return 224 if dataset in FOLDER_DATASETS else 32
 
 
 def load_dataset(name: str, split: str, *, data_root: str | os.PathLike | None = None, download: bool = False):
@@ -48,6 +62,9 @@ def load_dataset(name: str, split: str, *, data_root: str | os.PathLike | None =
 
             torchvision.datasets.CIFAR10(str(data_root), train=split == "train", download=True)
         return load_cifar(Path(data_root), split=split, num_classes=10)
+    if name in FOLDER_DATASETS:
+        raise ValueError(f"{name} is read from class folders batch by batch (robustbench_pp.train.folders), "
+                         "not into memory")
     raise ValueError(f"unknown dataset {name!r}; choose one of {', '.join(DATASETS)}")
 
 

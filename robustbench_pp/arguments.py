@@ -74,3 +74,18 @@ def resolve_device(device: str, *, name: str = "device"):
     if resolved.type == "mps" and not torch.backends.mps.is_available():
         raise ValueError(f"`{name}` {device} asked for, but MPS is not available here (use `{name}` cpu)")
     return resolved
+
+
+def shard(text: str, *, name: str = "shard") -> tuple[int, int]:
+    """``"i/n"`` (0-based ``i``): one slice of a job split ``n`` ways, as ``(i, n)``.
+
+    Raises:
+        ValueError: for anything but ``0 <= i < n``, naming the parameter.
+    """
+    try:
+        index, count = (int(part) for part in str(text).split("/"))
+    except ValueError:
+        raise ValueError(f"`{name}` must look like i/n (e.g. 0/4), got {text!r}") from None
+    if not (count >= 1 and 0 <= index < count):
+        raise ValueError(f"`{name}` {text}: need 0 <= i < n")
+    return index, count

@@ -15,6 +15,7 @@ import numpy as np
 import torch
 import torch.distributed as dist
 
+from robustbench_pp import arguments
 from robustbench_pp.evaluate.engine import CellOutcome
 
 
@@ -41,13 +42,7 @@ def parse_shard(text: str | None) -> Partition:
     """
     if text is None:
         return Partition()
-    try:
-        index, count = (int(part) for part in text.split("/"))
-    except ValueError:
-        raise ValueError(f"`shard` must look like i/n (e.g. 0/4), got {text!r}") from None
-    if not (count >= 1 and 0 <= index < count):
-        raise ValueError(f"`shard` {text}: need 0 <= i < n")
-    return Partition(index, count)
+    return Partition(*arguments.shard(text))
 
 
 def wants_distributed(flag: bool) -> bool:

@@ -12,6 +12,7 @@ import shlex
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 
+from robustbench_pp import arguments
 from robustbench_pp.study.plan import BLOCKED, DONE, Step, build_plan, runs, shard_steps
 from robustbench_pp.study.spec import Study, StudyError
 
@@ -26,18 +27,8 @@ class Outcome:
 
 
 def parse_shard(text: str) -> tuple[int, int]:
-    """``"i/n"`` (0-based ``i``) -> ``(i, n)``.
-
-    Raises:
-        ValueError: for anything but ``0 <= i < n``.
-    """
-    try:
-        index, count = (int(part) for part in text.split("/"))
-    except ValueError:
-        raise ValueError(f"`shard` must look like i/n (e.g. 0/4), got {text!r}") from None
-    if not (count >= 1 and 0 <= index < count):
-        raise ValueError(f"`shard` {text}: need 0 <= i < n")
-    return index, count
+    """``"i/n"`` (0-based ``i``) -> ``(i, n)`` (see :func:`robustbench_pp.arguments.shard`)."""
+    return arguments.shard(text)
 
 
 def command_text(step: Step) -> str:

@@ -130,7 +130,8 @@ def test_shot_noise_draws_poisson_counts(photons):
 
     levels = torch.tensor([1.0, 50.0, 128.0, 255.0]) / 255
     x = levels.view(1, 1, 4, 1).expand(1, 3, 4, 20000).contiguous()
-    counts = kernels.shot_noise(x, photons, rng=_ops.ImageRandomness([5], "cpu"))[0] * photons
+    # The torch kernel's counts (the compiled CPU loop gives the same bytes: test below).
+    counts = kernels._shot_noise_counts(x, photons, _ops.ImageRandomness([5], "cpu"))[0] * photons
     for i, level in enumerate(levels.tolist()):
         sample = counts[:, i].reshape(-1).double()
         rate = photons * level
@@ -152,3 +153,35 @@ def test_motion_blur_matches_the_reference_shifts_exactly(size, radius, sigma):
     for n, angle in enumerate(angles.tolist()):
         ref = _motion_blur(x[n].permute(1, 2, 0).numpy(), radius=radius, sigma=sigma, angle=angle)
         np.testing.assert_allclose(ours[n].permute(1, 2, 0).numpy(), ref, atol=1e-5)
+
+
+@pytest.mark.parametrize("low, high, dtype", [(0.0, 1.0, torch.float32), (-1.0, 1.0, torch.float32), (-45.0, 45.0, torch.float32),
+                                              (-135.0, -45.0, torch.float32), (-24.4, 24.4, torch.float32),
+                                              (-0.96, 0.96, torch.float32), (0.0, 1.0, torch.float64)])
+def test_uniform_draws_from_raw_bits_are_torchs_uniform_draws(low, high, dtype):
+    """The CPU draws uniforms from raw integer draws: the same numbers and generator state as uniform_."""
+    from robustbench_pp.corruptions import _ops
+
+    torch_generator = torch.Generator().manual_seed(2**40 + 17)
+    expected = torch.empty(4099, dtype=dtype).uniform_(low, high, generator=torch_generator)
+    rng = _ops.ImageRandomness([2**40 + 17], "cpu")
+    torch.testing.assert_close(rng.uniform((4099,), low, high, dtype=dtype)[0], expected, rtol=0, atol=0)
+    torch.testing.assert_close(rng.integers(-3, 3, (50,))[0], torch.randint(-3, 3, (50,), generator=torch_generator), rtol=0, atol=0)
+
+
+# Kernels with a compiled CPU loop (corruptions/_cpu.py) beside the torch kernel other devices run.
+COMPILED = ("shot_noise", "impulse_noise", "glass_blur")
+
+
+@pytest.mark.parametrize("name", COMPILED)
+def test_compiled_cpu_loops_give_the_bytes_of_the_torch_kernels(name, monkeypatch):
+    from robustbench_pp.corruptions import _ops
+
+    for preset, size in (("cifar", 32), ("imagenet", 72)):
+        images = _photo_batch(3, size)
+        compiled = [corrupt(images, name, severity, preset=preset, seed=4) for severity in SEVERITIES]
+        monkeypatch.setattr(_ops, "COMPILED_CPU_LOOPS", False)
+        in_torch = [corrupt(images, name, severity, preset=preset, seed=4) for severity in SEVERITIES]
+        monkeypatch.setattr(_ops, "COMPILED_CPU_LOOPS", True)
+        for severity, a, b in zip(SEVERITIES, compiled, in_torch):
+            np.testing.assert_array_equal(a, b, err_msg=f"{name} {preset} severity {severity}")

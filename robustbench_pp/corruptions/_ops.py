@@ -29,6 +29,10 @@ class ImageRandomness:
 
     Every kernel draws the same sequence of shapes for every image, so image i's numbers depend
     only on its own generator (hence on its seed), never on its neighbours in the batch.
+
+    On the CPU, uniform numbers are made from the generator's raw integer draws (``random_``,
+    2-3x faster than ``uniform_``) with torch's own transformation: the same numbers, the same
+    generator state afterwards (tests/test_corruptions.py checks both).
     """
 
     def __init__(self, seeds: list[int], device: torch.device):
@@ -43,26 +47,45 @@ class ImageRandomness:
             fill(image, g)
         return out
 
+    def bits(self, shape, wide: bool = False) -> torch.Tensor:
+        """Raw draws: int32 (one 32-bit draw each, top bit dropped) or, ``wide``, int64 (one 64-bit draw)."""
+        return self._fill(shape, lambda image, g: image.random_(generator=g), torch.int64 if wide else torch.int32)
+
     def uniform(self, shape, low: float = 0.0, high: float = 1.0, dtype=torch.float32) -> torch.Tensor:
         """U(low, high) of shape N×shape (float32 unless ``dtype`` says otherwise)."""
-        return self._fill(shape, lambda image, g: image.uniform_(low, high, generator=g), dtype)
+        if self.device.type != "cpu" or dtype not in (torch.float32, torch.float64):
+            return self._fill(shape, lambda image, g: image.uniform_(low, high, generator=g), dtype)
+        return uniform_from_bits(self.bits(shape, wide=dtype == torch.float64), low, high, dtype)
 
     def normal(self, shape, mean: float = 0.0, std: float = 1.0) -> torch.Tensor:
         """N(mean, std²) of shape N×shape (float32)."""
         return self._fill(shape, lambda image, g: image.normal_(mean, std, generator=g))
 
     def integers(self, low: int, high: int, shape) -> torch.Tensor:
-        """Integers in [low, high) of shape N×shape (int64)."""
-        if not self.generators:
-            raise ValueError("no images to draw for")
-        out = torch.empty((len(self.generators),) + tuple(shape), dtype=torch.int64, device=self.device)
-        for image, g in zip(out, self.generators):
-            image.random_(low, high, generator=g)
-        return out
+        """Integers in [low, high) of shape N×shape (int64 on the CPU drawn as int32: the same numbers)."""
+        dtype = torch.int64 if self.device.type != "cpu" or high - low >= 2**31 else torch.int32
+        return self._fill(shape, lambda image, g: image.random_(low, high, generator=g), dtype).long()
 
     def poisson(self, rates: torch.Tensor) -> torch.Tensor:
         """Poisson draws with per-element rates (rates has the leading batch dimension)."""
         return torch.stack([torch.poisson(r, generator=g) for r, g in zip(rates, self.generators)])
+
+
+def uniform_from_bits(bits: torch.Tensor, low: float = 0.0, high: float = 1.0, dtype=torch.float32) -> torch.Tensor:
+    """torch's CPU ``uniform_`` from the raw draws of :meth:`ImageRandomness.bits`.
+
+    torch keeps the low 24 (float32) or 53 (float64) bits of a draw, scales them to [0, 1) and
+    computes ``x * (high - low) + low`` with the bounds rounded to the output type, rounding once
+    (a fused multiply-add). float64 arithmetic gives that single rounding exactly.
+    """
+    if dtype == torch.float64:
+        x = (bits & (2**53 - 1)).to(torch.float64).mul_(2.0**-53)
+        return x if (low, high) == (0.0, 1.0) else x.mul_(high - low).add_(low)
+    x = (bits & 0xFFFFFF).to(torch.float32).mul_(2.0**-24)  # exact: 24-bit integers times a power of two
+    if (low, high) == (0.0, 1.0):
+        return x
+    lo, hi = np.float32(low), np.float32(high)
+    return x.to(torch.float64).mul_(float(hi - lo)).add_(float(lo)).to(torch.float32)
 
 
 # --------------------------------------------------------------------------- dtype conversions
@@ -82,6 +105,45 @@ def float_to_uint8(x: torch.Tensor) -> torch.Tensor:
     if x.device.type == "cpu":
         return torch.from_numpy(x.numpy().astype(np.uint8))
     return x.to(torch.uint8)
+
+
+# Added before truncating to uint8: float32 results that should be whole grey levels (JPEG,
+# pixelate, exact identities) may land a few 1e-5 below them; the released data truncated
+# float64 values, which land on them.
+TRUNCATION_SLACK = 1e-3
+
+
+def to_unit(u8: torch.Tensor) -> torch.Tensor:
+    """uint8 batch -> float32 on the 0..1 scale (what every float kernel receives)."""
+    return uint8_to_float(u8).div_(255)
+
+
+def unit_to_uint8(y: torch.Tensor) -> torch.Tensor:
+    """A kernel's 0..1 floats -> uint8: ×255, the slack, clipped to 0..255, truncated (overwrites y)."""
+    return float_to_uint8(y.mul_(255).add_(TRUNCATION_SLACK).clamp_(0, 255))
+
+
+#: Run the compiled CPU loops (``_cpu.py``) for CPU batches. False runs the torch kernels there
+#: too, as on other devices: the tests compare the two.
+COMPILED_CPU_LOOPS = True
+
+
+def use_compiled(images: torch.Tensor) -> bool:
+    """Whether a kernel should run its compiled CPU loop on this batch."""
+    return COMPILED_CPU_LOOPS and images.device.type == "cpu" and levels_survive_round_trip()
+
+
+@lru_cache(maxsize=1)
+def levels_survive_round_trip() -> bool:
+    """Whether every grey level v gives back v through to_unit, ×255 rounding and unit_to_uint8.
+
+    The compiled CPU loops of noise kernels rely on it (they leave untouched pixels as they are
+    and read grey level v's table row v); with a torch whose float arithmetic broke it they
+    would fall back to the torch kernels.
+    """
+    levels = torch.arange(256, dtype=torch.uint8)
+    unit = to_unit(levels)
+    return bool(torch.equal(unit_to_uint8(unit.clone()), levels) and torch.equal(torch.round(unit * 255).to(torch.uint8), levels))
 
 
 # --------------------------------------------------------------------------- boundaries, blurs

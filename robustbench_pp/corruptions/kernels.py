@@ -34,9 +34,11 @@ def gaussian_noise(x, sigma, *, rng):
 def _poisson_tables(photons: float, device: str = "cpu"):
     """Inverse-CDF tables of Poisson(photons·v/255) for the 256 grey levels v.
 
-    Returns (cdf 256×K float64, guide 256×(M+1) int64), M = 4K: guide[v, j] is the smallest k
-    with cdf[v, k] > j/M (Chen and Asau's guide table), so the k of a uniform u in cell j lies
-    in [guide[v, j], guide[v, j + 1]]: exact inversion with a short search.
+    Returns (cdf 256×K float64, guide 256×(M+1)) with M = 2**b ≥ 2K cells: guide[v, j] is the
+    smallest k with cdf[v, k] > j/M (Chen and Asau's guide table), so the k of a uniform u in
+    cell j = floor(u·M) lies in [guide[v, j], guide[v, j + 1]]: exact inversion with a short
+    search (needed in the few cells that hold a CDF step). M is a power of two so that u's cell
+    is exactly its top b bits; the guide is uint8 when K allows (a small table stays in cache).
     """
     from scipy.stats import poisson
 
@@ -44,25 +46,45 @@ def _poisson_tables(photons: float, device: str = "cpu"):
     size = int(poisson.ppf(1 - 1e-15, rates.max())) + 2
     cdf = poisson.cdf(np.arange(size)[None, :], rates[:, None])
     cdf[:, -1] = 1.0  # the remaining < 1e-15 of mass goes to the last entry
-    cells = 4 * size
+    cells = 1 << (2 * size - 1).bit_length()
     edges = np.arange(cells + 1) / cells
     guide = np.stack([np.searchsorted(row, edges, side="right") for row in cdf])
-    return torch.from_numpy(cdf).to(device), torch.from_numpy(np.minimum(guide, size - 1)).to(device)
+    guide = np.minimum(guide, size - 1).astype(np.uint8 if size <= 256 else np.int16)
+    return torch.from_numpy(cdf).to(device), torch.from_numpy(guide).to(device)
 
 
-def shot_noise(x, photons, *, rng):
-    # x·photons is the Poisson rate; inputs are whole grey levels, so the 256 rates' CDFs are
-    # tabulated and each count is the exact inverse CDF of one float64 uniform.
+def shot_noise(images, photons, *, rng):
+    # uint8 in and out. x·photons is the Poisson rate; inputs are whole grey levels, so the 256
+    # rates' CDFs are tabulated and each count is the exact inverse CDF of one float64 uniform.
+    if _ops.use_compiled(images):
+        from robustbench_pp.corruptions import _cpu
+
+        cdf, guide = _poisson_tables(float(photons))
+        out = torch.empty_like(images)
+        cell_bits = (guide.shape[1] - 1).bit_length() - 1
+        _cpu.shot_noise(images.numpy(), rng.bits(images.shape[1:], wide=True).numpy(), cdf.numpy(), guide.numpy(),
+                        cell_bits, _counts_to_uint8(float(photons), cdf.shape[1]), out.numpy())
+        return out
+    return _ops.unit_to_uint8(_shot_noise_counts(_ops.to_unit(images), photons, rng))
+
+
+@lru_cache(maxsize=32)
+def _counts_to_uint8(photons: float, size: int) -> np.ndarray:
+    """Count k -> output grey level (k / photons through the float round trip)."""
+    return _ops.unit_to_uint8(torch.arange(size, dtype=torch.float32) / photons).numpy()
+
+
+def _shot_noise_counts(x, photons, rng):
     cdf, guide = _poisson_tables(float(photons), str(x.device))
     size, cells = cdf.shape[1], guide.shape[1] - 1
     level = torch.round(x * 255).long().reshape(-1)
     u = rng.uniform(x.shape[1:], dtype=torch.float64).reshape(-1)
     cell = (u * cells).long().clamp_(max=cells - 1) + level * (cells + 1)
-    k = _take(guide, cell)
+    k = _take(guide, cell).long()
     rows = level * size
     # Most cells hold no CDF step beyond their guide entry; binary-search the others.
     todo = (_take(cdf, rows + k) <= u).nonzero().squeeze(1)
-    lo, hi = _take(k, todo) + 1, _take(guide, _take(cell, todo) + 1)
+    lo, hi = _take(k, todo) + 1, _take(guide, _take(cell, todo) + 1).long()
     u_todo, rows_todo = _take(u, todo), _take(rows, todo)
     while todo.numel() and bool((lo < hi).any()):
         mid = (lo + hi) // 2
@@ -73,11 +95,20 @@ def shot_noise(x, photons, *, rng):
     return k.view(x.shape).to(x.dtype) / photons
 
 
-def impulse_noise(x, amount, *, rng):
-    # One uniform per value: u < amount flips it (skimage's s&p), and given a flip u/amount is
-    # uniform again, so u < amount/2 salts half of the flipped values.
+def impulse_noise(images, amount, *, rng):
+    # uint8 in and out. One uniform per value: u < amount flips it (skimage's s&p), and given a
+    # flip u/amount is uniform again, so u < amount/2 salts half of the flipped values.
+    if _ops.use_compiled(images):
+        from robustbench_pp.corruptions import _cpu
+
+        out = torch.empty_like(images)
+        # torch compares float32 u with the scalars rounded to float32; u = m·2**-24 < a <=> m < ceil(a·2**24)
+        below = [np.int32(math.ceil(float(np.float32(a)) * 2**24)) for a in (amount, amount / 2)]
+        _cpu.impulse_noise(images.numpy(), rng.bits(images.shape[1:]).numpy(), *below, out.numpy())
+        return out
+    x = _ops.to_unit(images)
     u = rng.uniform(x.shape[1:])
-    return torch.where(u < amount, (u < amount / 2).to(x.dtype), x)
+    return _ops.unit_to_uint8(torch.where(u < amount, (u < amount / 2).to(x.dtype), x))
 
 
 def speckle_noise(x, sigma, *, rng):
@@ -122,6 +153,11 @@ def glass_blur(x, sigma, max_delta, iterations, *, rng):
     cols = torch.arange(w - max_delta, max_delta, -1, device=x.device)
     for _ in range(int(iterations)):
         offsets = rng.integers(-max_delta, max_delta, (2, len(rows), len(cols)))
+        if _ops.use_compiled(x8):  # the sequential loop itself, compiled
+            from robustbench_pp.corruptions import _cpu
+
+            _cpu.glass_copies(x8.numpy(), offsets.numpy(), int(max_delta))
+            continue
         src_row = rows[None, :, None] + offsets[:, 1]
         src_col = cols[None, None, :] + offsets[:, 0]
         x8 = _copy_chains(x8, rows, cols, src_row, src_col)
@@ -304,7 +340,7 @@ def jpeg_compression(images, quality, *, rng=None):
 
 
 # Kernels that take and return the uint8 batch itself (their outputs are whole grey levels).
-UINT8_KERNELS = frozenset({"pixelate", "jpeg_compression"})
+UINT8_KERNELS = frozenset({"shot_noise", "impulse_noise", "pixelate", "jpeg_compression"})
 
 
 # --------------------------------------------------------------------------- spatter

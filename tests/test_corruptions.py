@@ -170,7 +170,7 @@ def test_uniform_draws_from_raw_bits_are_torchs_uniform_draws(low, high, dtype):
 
 
 # Kernels with a compiled CPU loop (corruptions/_cpu.py) beside the torch kernel other devices run.
-COMPILED = ("shot_noise", "impulse_noise", "glass_blur")
+COMPILED = ("shot_noise", "impulse_noise", "glass_blur", "pixelate", "jpeg_compression")
 
 
 @pytest.mark.parametrize("name", COMPILED)
@@ -185,3 +185,23 @@ def test_compiled_cpu_loops_give_the_bytes_of_the_torch_kernels(name, monkeypatc
         monkeypatch.setattr(_ops, "COMPILED_CPU_LOOPS", True)
         for severity, a, b in zip(SEVERITIES, compiled, in_torch):
             np.testing.assert_array_equal(a, b, err_msg=f"{name} {preset} severity {severity}")
+
+
+@pytest.mark.parametrize("size", [(32, 32), (224, 224), (37, 53), (20, 17), (100, 72)])
+def test_compiled_jpeg_round_trip_is_pillows_file_byte_for_byte(size):
+    """libjpeg-turbo's arithmetic without the file: every quality, odd sizes (encoder padding)."""
+    import io
+
+    from PIL import Image
+
+    from robustbench_pp.corruptions import _jpeg_cpu
+
+    rng = np.random.default_rng(size[0])
+    photos = _photo_batch(2, max(size))[:, : size[0], : size[1]]
+    images = np.concatenate([photos, rng.integers(0, 256, (1, *size, 3), dtype=np.uint8)])
+    for quality in (1, 7, 10, 15, 18, 25, 40, 50, 58, 65, 80, 85, 95, 100):
+        ours = _jpeg_cpu.round_trip(np.ascontiguousarray(images.transpose(0, 3, 1, 2)), quality).transpose(0, 2, 3, 1)
+        for image, mine in zip(images, ours):
+            buffer = io.BytesIO()
+            Image.fromarray(image).save(buffer, "JPEG", quality=quality)
+            np.testing.assert_array_equal(mine, np.asarray(Image.open(buffer).convert("RGB")), err_msg=f"quality {quality}")

@@ -79,3 +79,55 @@ def glass_copies(levels, offsets, max_delta):
                 src_col = col + offsets[m, 0, a, b]
                 for ch in range(c):
                     levels[m, ch, row, col] = levels[m, ch, src_row, src_col]
+
+
+# --------------------------------------------------------------------------- pixelate
+
+
+@njit(cache=True, nogil=True)
+def pixelate(images, col_index, col_weights, row_index, row_weights, up_rows, up_cols, out):
+    """Pillow's BOX resize down and BOX up of uint8 N×C×H×W images, in its fixed-point arithmetic.
+
+    Down: output x = (2**21 + sum_k weights[x, k] · in[index[x, k]]) >> 22 clipped to 0..255,
+    horizontal pass then vertical (``kernels._box_taps``: 22-bit weights, zero on padding taps),
+    in int32 (the weights of an output sum to ~2**22, so sums stay below 2**31). The horizontal
+    pass runs on the transposed image, so that its loops run along memory. Up: output pixel
+    (i, j) copies small pixel (``up_rows[i]``, ``up_cols[j]``): BOX enlarging has one tap of
+    weight 1; consecutive output rows from the same small row are copies of each other.
+    """
+    n, c, h, w = images.shape
+    small_h, small_w = row_index.shape[0], col_index.shape[0]
+    transposed = np.empty((w, h), np.int32)
+    across = np.empty((small_w, h), np.int32)  # horizontal pass result, transposed
+    acc = np.empty(h, np.int32)
+    small = np.empty((small_h, small_w), np.uint8)
+    half = np.int32(1 << 21)
+    for m in range(n):
+        for ch in range(c):
+            image, target = images[m, ch], out[m, ch]
+            for y in range(h):
+                line = image[y]
+                for x in range(w):
+                    transposed[x, y] = line[x]
+            for x in range(small_w):
+                acc[:] = half
+                for k in range(col_weights.shape[1]):
+                    weight, src = col_weights[x, k], transposed[col_index[x, k]]
+                    for y in range(h):
+                        acc[y] = np.int32(acc[y] + src[y] * weight)
+                dst = across[x]
+                for y in range(h):
+                    dst[y] = min(max(acc[y] >> 22, np.int32(0)), np.int32(255))
+            for y in range(small_h):
+                for x in range(small_w):
+                    total, line = half, across[x]
+                    for k in range(row_weights.shape[1]):
+                        total = np.int32(total + line[row_index[y, k]] * row_weights[y, k])
+                    small[y, x] = min(max(total >> 22, np.int32(0)), np.int32(255))
+            for y in range(h):
+                if y > 0 and up_rows[y] == up_rows[y - 1]:
+                    target[y] = target[y - 1]
+                    continue
+                source, line = small[up_rows[y]], target[y]
+                for x in range(w):
+                    line[x] = source[up_cols[x]]

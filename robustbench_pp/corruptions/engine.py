@@ -91,7 +91,8 @@ def corrupt(images, name: str, severity: int, *, preset: str = "imagenet", seed:
     seeds = [_ops.image_seed(seed, name, severity, index_offset + i) for i in range(batch.shape[0])]
     row = PARAMETERS[name][preset][severity - 1]
     kernel = KERNELS[name]
-    chunk = _chunk_size(batch)
+    # uint8 kernels keep no float copies: one chunk (their CPU loops go image by image anyway).
+    chunk = batch.shape[0] if name in UINT8_KERNELS else _chunk_size(batch)
     outs = []
     with torch.no_grad():
         for start in range(0, batch.shape[0], chunk):

@@ -316,20 +316,35 @@ def elastic_transform(x, alpha, sigma, affine, *, rng):
 
 
 def pixelate(images, factor, *, rng=None):
-    # uint8 in, uint8 out. On CPU, Pillow's BOX resampler is the definition itself and faster
-    # than any torch emulation; elsewhere its exact weights run as matrix products.
+    # uint8 in, uint8 out: Pillow's BOX filter down and BOX up, in its own fixed-point arithmetic.
     h, w = images.shape[-2:]
-    size = (int(w * factor), int(h * factor))
-    if images.device.type == "cpu":
-        from PIL import Image
+    small_h, small_w = int(h * factor), int(w * factor)
+    if _ops.use_compiled(images):
+        from robustbench_pp.corruptions import _cpu
 
-        out = np.empty((images.shape[0], h, w, 3), np.uint8)
-        for i, image in enumerate(images.permute(0, 2, 3, 1).numpy()):
-            small = Image.fromarray(np.ascontiguousarray(image)).resize(size, Image.BOX)
-            out[i] = np.asarray(small.resize((w, h), Image.BOX))
-        return torch.from_numpy(out).permute(0, 3, 1, 2).contiguous()
-    small = _ops.pil_box_resize(images.to(torch.float32), size[1], size[0])
+        out = torch.empty_like(images)
+        _cpu.pixelate(images.numpy(), *_box_taps(w, small_w), *_box_taps(h, small_h), _box_up_index(small_h, h),
+                      _box_up_index(small_w, w), out.numpy())
+        return out
+    small = _ops.pil_box_resize(images.to(torch.float64), small_h, small_w)
     return _ops.pil_box_resize(small, h, w).to(torch.uint8)
+
+
+@lru_cache(maxsize=64)
+def _box_taps(in_size: int, out_size: int) -> tuple[np.ndarray, np.ndarray]:
+    """Pillow's BOX taps as (input index, int32 weight) tables, padding taps clamped and weighted 0."""
+    first, weights = _ops.pil_box_coefficients(in_size, out_size)
+    weights = weights[:, : int(np.flatnonzero(weights.any(axis=0))[-1]) + 1]  # Pillow's table has spare taps
+    index = np.minimum(first[:, None] + np.arange(weights.shape[1])[None, :], in_size - 1)
+    return index.astype(np.int64), weights.astype(np.int32)
+
+
+@lru_cache(maxsize=64)
+def _box_up_index(in_size: int, out_size: int) -> np.ndarray:
+    """Enlarging with Pillow's BOX filter gives every output pixel one input pixel, weight 1: this one."""
+    first, weights = _ops.pil_box_coefficients(in_size, out_size)
+    assert (weights[:, 0] == 1 << 22).all() and not weights[:, 1:].any(), "BOX enlarging is a copy"
+    return first
 
 
 def jpeg_compression(images, quality, *, rng=None):

@@ -170,7 +170,8 @@ def test_uniform_draws_from_raw_bits_are_torchs_uniform_draws(low, high, dtype):
 
 
 # Kernels with a compiled CPU loop (corruptions/_cpu.py) beside the torch kernel other devices run.
-COMPILED = ("shot_noise", "impulse_noise", "glass_blur", "pixelate", "jpeg_compression")
+COMPILED = ("shot_noise", "impulse_noise", "glass_blur", "motion_blur", "snow", "elastic_transform", "pixelate",
+            "jpeg_compression", "gaussian_blur", "spatter")
 
 
 @pytest.mark.parametrize("name", COMPILED)

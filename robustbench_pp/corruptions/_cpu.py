@@ -59,6 +59,73 @@ def shot_noise(images, bits, cdf, guide, cell_bits, counts_to_uint8, out):
         flat_out[i] = counts_to_uint8[k]
 
 
+# --------------------------------------------------------------------------- filters
+
+# fastmath "contract" lets LLVM fuse ``acc + x * w`` into one fused multiply-add, as torch's
+# vectorised ``acc.add_(x, alpha=w)`` does: with it these loops give the torch kernels' bytes.
+
+
+@njit(cache=True, nogil=True, fastmath={"contract"})
+def separable_filter(planes, row_weights, row_index, col_weights, col_index, out):
+    """Correlate every H×W plane with 1-D kernels along rows (axis -2), then along columns.
+
+    ``*_index`` give the source of each position of the padded axis (``_ops.boundary_index``);
+    the sums run over the taps in order, first tap multiplied, the others fused-multiply-added,
+    like ``_ops._filter_axis``'s shifted sums. ``planes`` and ``out`` may be the same array.
+    """
+    p, h, w = planes.shape
+    rows_taps, cols_taps = row_weights.size, col_weights.size
+    across = np.empty((h, w), np.float32)
+    padded = np.empty(w + cols_taps - 1, np.float32)
+    for m in range(p):
+        plane = planes[m]
+        for i in range(h):
+            acc, src = across[i], plane[row_index[i]]
+            for j in range(w):
+                acc[j] = src[j] * row_weights[0]
+            for k in range(1, rows_taps):
+                src, weight = plane[row_index[i + k]], row_weights[k]
+                for j in range(w):
+                    acc[j] = acc[j] + src[j] * weight
+        target = out[m]
+        for i in range(h):
+            line, dst = across[i], target[i]
+            for j in range(w + cols_taps - 1):
+                padded[j] = line[col_index[j]]
+            for j in range(w):
+                dst[j] = padded[j] * col_weights[0]
+            for k in range(1, cols_taps):
+                weight = col_weights[k]
+                for j in range(w):
+                    dst[j] = dst[j] + padded[j + k] * weight
+
+
+@njit(cache=True, nogil=True, fastmath={"contract"})
+def motion_blur(images, taps, dy, dx, inside, out):
+    """Sum of shifted copies: out[i, j] += taps[k] · x[clamp(i - dy[k]), clamp(j - dx[k])] per image,
+    over its taps k where ``inside`` in order (``_ops.motion_blur``'s large-image path)."""
+    n, c, h, w = images.shape
+    pad = int(np.abs(dx).max()) if dx.size else 0
+    padded = np.empty((h, w + 2 * pad), np.float32)
+    acc = np.empty(w, np.float32)
+    for m in range(n):
+        used = np.flatnonzero(inside[m])
+        for ch in range(c):
+            plane, target = images[m, ch], out[m, ch]
+            for i in range(h):
+                line = padded[i]
+                for j in range(w + 2 * pad):
+                    line[j] = plane[i, min(max(j - pad, 0), w - 1)]
+            for i in range(h):
+                acc[:] = 0.0
+                for k in used:
+                    start = pad - dx[m, k]
+                    src, weight = padded[min(max(i - dy[m, k], 0), h - 1), start : start + w], taps[k]
+                    for j in range(w):
+                        acc[j] = acc[j] + src[j] * weight
+                target[i] = acc
+
+
 # --------------------------------------------------------------------------- glass blur
 
 

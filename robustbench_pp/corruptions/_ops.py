@@ -221,6 +221,8 @@ def gaussian_blur(x: torch.Tensor, sigma: float, mode: str = "nearest", truncate
     if sigma <= 1e-15:  # scipy skips such axes: the identity
         return x
     w = gaussian_weights(sigma, truncate)
+    if len(w) <= _MAX_SHIFTED_TAPS and use_compiled(x):
+        return _compiled_filter(x, w, mode)
     key = (float(sigma), float(truncate), mode)
     return _filter_axis(_filter_axis(x, w, x.ndim - 2, mode, key), w, x.ndim - 1, mode, key)
 
@@ -228,7 +230,22 @@ def gaussian_blur(x: torch.Tensor, sigma: float, mode: str = "nearest", truncate
 def box3(x: torch.Tensor) -> torch.Tensor:
     """OpenCV's cv2.blur with a 3×3 box (BORDER_REFLECT_101)."""
     w = np.full(3, 1 / 3)
+    if use_compiled(x):
+        return _compiled_filter(x, w, "mirror")
     return _filter_axis(_filter_axis(x, w, x.ndim - 2, "mirror", None), w, x.ndim - 1, "mirror", None)
+
+
+def _compiled_filter(x: torch.Tensor, weights: np.ndarray, mode: str) -> torch.Tensor:
+    """The shifted sums of :func:`_filter_axis` along both axes as one compiled loop (same bytes)."""
+    from robustbench_pp.corruptions import _cpu
+
+    h, w = x.shape[-2:]
+    radius = len(weights) // 2
+    taps = weights.astype(np.float32)  # torch rounds the scalar weights to float32 too
+    planes = x.to(torch.float32).contiguous().reshape(-1, h, w)
+    out = torch.empty_like(planes)
+    _cpu.separable_filter(planes.numpy(), taps, boundary_index(h, radius, mode), taps, boundary_index(w, radius, mode), out.numpy())
+    return out.reshape(x.shape)
 
 
 def fft_filter2d(x: torch.Tensor, kernel: torch.Tensor, mode: str = "mirror") -> torch.Tensor:
@@ -279,6 +296,12 @@ def motion_blur(x: torch.Tensor, radius: int, sigma: float, angles_deg: torch.Te
     inside = np.cumprod((np.abs(dy) < h) & (np.abs(dx) < w), axis=1).astype(bool)
     if h * w <= 64 * 64:
         return _motion_blur_gather(x, taps, dy, dx, inside)
+    if use_compiled(x):
+        from robustbench_pp.corruptions import _cpu
+
+        out = torch.empty_like(x, dtype=torch.float32)
+        _cpu.motion_blur(x.to(torch.float32).contiguous().numpy(), taps.astype(np.float32), dy, dx, inside, out.numpy())
+        return out
     pad = width
     padded = pad2d(x, pad, "nearest")
     out = torch.zeros_like(x)

@@ -206,3 +206,20 @@ def test_compiled_jpeg_round_trip_is_pillows_file_byte_for_byte(size):
             buffer = io.BytesIO()
             Image.fromarray(image).save(buffer, "JPEG", quality=quality)
             np.testing.assert_array_equal(mine, np.asarray(Image.open(buffer).convert("RGB")), err_msg=f"quality {quality}")
+
+
+@pytest.mark.parametrize("name", ["defocus_blur", "zoom_blur"])
+def test_compiled_resampling_kernels_agree_with_the_torch_kernels_within_a_grey_level(name, monkeypatch):
+    """defocus (disk row sums, no FFT) and zoom blur (own bilinear weights) round differently:
+    rare values one grey level apart, never more."""
+    from robustbench_pp.corruptions import _ops
+
+    for preset, size in (("cifar", 32), ("imagenet", 96)):
+        images = _photo_batch(3, size)
+        compiled = [corrupt(images, name, severity, preset=preset).astype(int) for severity in SEVERITIES]
+        monkeypatch.setattr(_ops, "COMPILED_CPU_LOOPS", False)
+        in_torch = [corrupt(images, name, severity, preset=preset).astype(int) for severity in SEVERITIES]
+        monkeypatch.setattr(_ops, "COMPILED_CPU_LOOPS", True)
+        for severity, a, b in zip(SEVERITIES, compiled, in_torch):
+            assert np.abs(a - b).max() <= 1, f"{name} {preset} severity {severity}"
+            assert (a != b).mean() < 1e-3, f"{name} {preset} severity {severity}: {(a != b).mean():.4%} differ"

@@ -59,12 +59,13 @@ saturate, elastic_transform 2→3 (affine jitter 0.2 → 0.02 × 244 px); imagen
 by only 0.12 dB (256 photographs, ours and the package alike).
 """
 
-from robustbench_pp.corruptions.engine import BACKENDS, corrupt, corrupt_by_index, reference_corrupt
+from robustbench_pp.corruptions.engine import BACKENDS, ENGINE_VERSION, corrupt, corrupt_by_index, reference_corrupt
 from robustbench_pp.corruptions.jpeg import jpeg_roundtrip
 from robustbench_pp.corruptions.parameters import PARAMETERS, PRESETS, corruption_parameters
 
 __all__ = [
     "BACKENDS",
+    "ENGINE_VERSION",
     "PARAMETERS",
     "PRESETS",
     "corrupt",

@@ -59,6 +59,19 @@ def shot_noise(images, bits, cdf, guide, cell_bits, counts_to_uint8, out):
         flat_out[i] = counts_to_uint8[k]
 
 
+# --------------------------------------------------------------------------- conversions
+
+
+@njit(cache=True, nogil=True)
+def unit_row_to_uint8(values, out):
+    """``_ops.unit_to_uint8`` of one row: ×255, +1e-3, clipped, truncated, each step in float32
+    (compiled without fused multiply-adds, like torch's separate mul_ and add_)."""
+    for x in range(values.size):
+        v = values[x] * np.float32(255.0)
+        v = v + np.float32(1e-3)
+        out[x] = np.uint8(min(max(v, np.float32(0.0)), np.float32(255.0)))
+
+
 # --------------------------------------------------------------------------- filters
 
 # fastmath "contract" lets LLVM fuse ``acc + x * w`` into one fused multiply-add, as torch's
@@ -124,6 +137,98 @@ def motion_blur(images, taps, dy, dx, inside, out):
                     for j in range(w):
                         acc[j] = acc[j] + src[j] * weight
                 target[i] = acc
+
+
+@njit(cache=True, nogil=True, fastmath={"contract"})
+def defocus_blur(images, half_widths, scale, alias, corr_dy, corr_dx, corr_w, rows_index, cols_index, reach, out):
+    """Correlation with ImageNet-C's anti-aliased disk K = alias ⊛ disk + corrections, per plane.
+
+    The disk part is exact integer arithmetic: each output's sum of grey levels over the disk
+    (rows of half-width ``half_widths[d]``, -1 for none) from row prefix sums, times ``scale``
+    (1 / (255 · disk area)); then the separable ``alias`` Gaussian (valid positions only); then
+    the sparse taps where OpenCV's blur of the disk inside its frame differs from alias ⊛ disk
+    (``corr_*``, weights / 255). The image is mirror-padded by ``reach`` (``rows_index``,
+    ``cols_index``), as ``_ops.fft_filter2d`` pads it. ``out``: uint8, as ``unit_to_uint8``.
+    """
+    n, c, h, w = images.shape
+    radius, p = (half_widths.size - 1) // 2, alias.size // 2
+    hp, wp, wide = h + 2 * reach, w + 2 * reach, w + 2 * p
+    levels = np.empty((hp, wp), np.float32)
+    prefix = np.zeros((hp, wp + 1), np.int32)
+    sums = np.empty(wide, np.int32)
+    disk = np.empty((h + 2 * p, wide), np.float32)
+    line = np.empty(wide, np.float32)
+    row_out = np.empty(w, np.float32)
+    base = reach - p  # padded coordinate of disk-sum position 0
+    for m in range(n):
+        for ch in range(c):
+            plane, target = images[m, ch], out[m, ch]
+            for y in range(hp):
+                src, dst, running = plane[rows_index[y]], levels[y], prefix[y]
+                for x in range(wp):
+                    dst[x] = src[cols_index[x]]
+                total = np.int32(0)
+                for x in range(wp):
+                    total = np.int32(total + np.int32(src[cols_index[x]]))
+                    running[x + 1] = total
+            for yy in range(h + 2 * p):
+                sums[:] = 0
+                for d in range(-radius, radius + 1):
+                    half = half_widths[d + radius]
+                    if half < 0:
+                        continue
+                    upper = prefix[base + yy + d, base + half + 1 : base + half + 1 + wide]
+                    lower = prefix[base + yy + d, base - half : base - half + wide]
+                    for x in range(wide):
+                        sums[x] = np.int32(sums[x] + np.int32(upper[x] - lower[x]))
+                dst = disk[yy]
+                for x in range(wide):
+                    dst[x] = np.float32(sums[x]) * scale
+            for i in range(h):
+                line[:] = 0.0
+                for k in range(alias.size):
+                    src, weight = disk[i + k], alias[k]
+                    for x in range(wide):
+                        line[x] = line[x] + src[x] * weight
+                row_out[:] = 0.0
+                for k in range(alias.size):
+                    weight = alias[k]
+                    for x in range(w):
+                        row_out[x] = row_out[x] + line[x + k] * weight
+                for t in range(corr_w.size):
+                    start = reach + corr_dx[t]
+                    src, weight = levels[reach + i + corr_dy[t], start : start + w], corr_w[t]
+                    for x in range(w):
+                        row_out[x] = row_out[x] + src[x] * weight
+                unit_row_to_uint8(row_out, target[i])
+
+
+@njit(cache=True, nogil=True)
+def zoom_blur(images, top, bottom, down, left, right, across, out):
+    """Mean of the image and its centre crops zoomed back (bilinear), zoom z's rows from
+    ``top[z]``/``bottom[z]`` with weight ``down[z]`` on the second, columns likewise."""
+    n, c, h, w = images.shape
+    zooms = top.shape[0]
+    rows = np.empty(w, np.float32)
+    inverse = np.float32(1.0 / (zooms + 1))
+    for m in range(n):
+        for ch in range(c):
+            plane, target = images[m, ch], out[m, ch]
+            target[:] = plane
+            for z in range(zooms):
+                lo, hi = left[z].min(), right[z].max() + 1
+                for i in range(h):
+                    a, b, f = plane[top[z, i]], plane[bottom[z, i]], down[z, i]
+                    for x in range(lo, hi):
+                        rows[x] = a[x] + f * (b[x] - a[x])
+                    dst, l_, r_, g = target[i], left[z], right[z], across[z]
+                    for x in range(w):
+                        u, v = rows[l_[x]], rows[r_[x]]
+                        dst[x] += u + g[x] * (v - u)
+            for i in range(h):
+                line = target[i]
+                for x in range(w):
+                    line[x] *= inverse
 
 
 # --------------------------------------------------------------------------- glass blur

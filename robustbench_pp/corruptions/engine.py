@@ -13,6 +13,13 @@ from robustbench_pp.corruptions.parameters import PARAMETERS, check_name, check_
 
 BACKENDS = ("torch", "imagecorruptions")
 
+#: Version of the corrupted bytes this engine makes for a (seed, name, severity, index, image):
+#: recorded in dataset manifests and on-the-fly fingerprints, bumped whenever any corruption's
+#: output can change. 2 (issue 14): compiled CPU kernels; zoom_blur resamples with its own
+#: bilinear weights and defocus_blur sums the disk without an FFT, which moves a few float32
+#: results across a grey level (imagenet defocus and zoom, cifar zoom); all else unchanged.
+ENGINE_VERSION = 2
+
 #: Smallest accepted side (glass blur and the frost crop need some room; the reference needs 32).
 MIN_SIDE = 16
 

@@ -16,7 +16,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from robustbench_pp.corruptions import _ops
+from robustbench_pp.corruptions import _ops, _spatter
 
 # --------------------------------------------------------------------------- noise
 
@@ -121,26 +121,71 @@ def speckle_noise(x, sigma, *, rng):
 @lru_cache(maxsize=32)
 def _disk_kernel(radius: float, alias_blur: float) -> torch.Tensor:
     """ImageNet-C's anti-aliased disk: a pixel disk smoothed by OpenCV's GaussianBlur."""
+    smooth = _disk_kernel_parts(radius, alias_blur)[0]
+    # Trim the all-zero border (small disks in a 17×17 frame): same result, smaller FFTs.
+    nonzero = np.flatnonzero(np.abs(smooth).sum(axis=0) > 0)
+    trim = min(int(nonzero[0]), len(smooth) - 1 - int(nonzero[-1])) if len(nonzero) else 0
+    smooth = smooth[trim : len(smooth) - trim, trim : len(smooth) - trim]
+    return torch.as_tensor(smooth, dtype=torch.float32)
+
+
+@lru_cache(maxsize=32)
+def _disk_kernel_parts(radius: float, alias_blur: float):
+    """(smoothed disk, 0/1 disk, Gaussian taps): OpenCV's GaussianBlur of the disk in its frame."""
     half, ksize = (8, 3) if radius <= 8 else (int(radius), 5)
     coords = np.arange(-half, half + 1)
     xx, yy = np.meshgrid(coords, coords)
-    disk = ((xx**2 + yy**2) <= radius**2).astype(np.float64)
-    disk /= disk.sum()
+    mask = ((xx**2 + yy**2) <= radius**2).astype(np.float64)
+    disk = mask / mask.sum()
     g = np.exp(-((np.arange(ksize) - (ksize - 1) / 2) ** 2) / (2 * alias_blur**2))
     g /= g.sum()
     index = _ops.boundary_index(len(coords), ksize // 2, "mirror")
     padded = disk[index][:, index]
     rows = sum(g[k] * padded[k : k + len(coords)] for k in range(ksize))
     smooth = sum(g[k] * rows[:, k : k + len(coords)] for k in range(ksize))
-    # Trim the all-zero border (small disks in a 17×17 frame): same result, smaller FFTs.
-    nonzero = np.flatnonzero(np.abs(smooth).sum(axis=0) > 0)
-    trim = min(int(nonzero[0]), len(coords) - 1 - int(nonzero[-1])) if len(nonzero) else 0
-    smooth = smooth[trim : len(coords) - trim, trim : len(coords) - trim]
-    return torch.as_tensor(smooth, dtype=torch.float32)
+    return smooth, mask, g
 
 
-def defocus_blur(x, radius, alias_blur, *, rng=None):
-    return _ops.fft_filter2d(x, _disk_kernel(float(radius), float(alias_blur)), mode="mirror")
+def defocus_blur(images, radius, alias_blur, *, rng=None):
+    # uint8 in and out. On CPU the disk as sums of grey levels over its rows, then the aliasing
+    # blur (no FFT); elsewhere one FFT correlation with the whole kernel.
+    if _ops.use_compiled(images):
+        from robustbench_pp.corruptions import _cpu
+
+        h, w = images.shape[-2:]
+        out = torch.empty_like(images)
+        *parts, reach = _disk_parts(float(radius), float(alias_blur))
+        _cpu.defocus_blur(images.numpy(), *parts, _ops.boundary_index(h, reach, "mirror"),
+                          _ops.boundary_index(w, reach, "mirror"), reach, out.numpy())
+        return out
+    kernel = _disk_kernel(float(radius), float(alias_blur))
+    return _ops.unit_to_uint8(_ops.fft_filter2d(_ops.to_unit(images), kernel, mode="mirror"))
+
+
+@lru_cache(maxsize=32)
+def _disk_parts(radius: float, alias_blur: float):
+    """The anti-aliased disk as disk rows, a separable Gaussian and sparse corrections.
+
+    OpenCV blurs the disk inside its frame with mirrored edges; where the disk reaches the frame
+    (radius 8 and 10) that differs from the plain convolution alias ⊛ disk on a few dozen
+    taps, kept as corrections. Returns (half-width of each disk row or -1, 1/(255·area),
+    Gaussian taps, correction rows, columns and weights/255, reach of the whole kernel).
+    """
+    smooth, mask, g = _disk_kernel_parts(radius, alias_blur)
+    disk = mask / mask.sum()
+    half, p = disk.shape[0] // 2, len(g) // 2
+    widths = np.where(mask.any(axis=1), mask.sum(axis=1).astype(np.int64) // 2, -1)
+    convolved = np.zeros((disk.shape[0] + 2 * p,) * 2)
+    for a in range(len(g)):
+        for b in range(len(g)):
+            convolved[a : a + disk.shape[0], b : b + disk.shape[1]] += g[a] * g[b] * disk
+    frame = np.zeros_like(convolved)
+    frame[p : p + disk.shape[0], p : p + disk.shape[1]] = smooth
+    correction = frame - convolved
+    dy, dx = np.nonzero(np.abs(correction) > 1e-12)
+    weights = (correction[dy, dx] / 255).astype(np.float32)
+    return (widths, np.float32(1 / (255 * mask.sum())), g.astype(np.float32), dy - half - p, dx - half - p, weights, half + p)
+
 
 
 def glass_blur(x, sigma, max_delta, iterations, *, rng):
@@ -196,10 +241,35 @@ def motion_blur(x, radius, sigma, *, rng):
 def zoom_blur(x, end, step, *, rng=None):
     h, w = x.shape[-2:]
     zooms = np.arange(1, end, step)
+    if _ops.use_compiled(x):
+        from robustbench_pp.corruptions import _cpu
+
+        out = torch.empty_like(x)
+        _cpu.zoom_blur(x.contiguous().numpy(), *_zoom_taps(h, float(end), float(step), 0), *_zoom_taps(w, float(end), float(step), 1),
+                       out.numpy())
+        return out
     out = x.clone()
     for zoom in zooms:
         out += _ops.clipped_zoom(x, float(zoom))[..., :h, :w]
     return out / (len(zooms) + 1)
+
+
+@lru_cache(maxsize=64)
+def _zoom_taps(size: int, end: float, step: float, axis: int):
+    """Per zoom of np.arange(1, end, step): each output position's two source positions and the
+    second one's weight (scipy.ndimage.zoom order 1 of the centre crop, as _ops.clipped_zoom)."""
+    first, second, weight = [], [], []
+    for zoom in np.arange(1, end, step):
+        crop = math.ceil(size / zoom)
+        start, out_size = (size - crop) // 2, int(round(crop * zoom))
+        source = np.arange(size) * ((crop - 1) / (out_size - 1) if out_size > 1 else 0.0)
+        low = np.minimum(np.floor(source).astype(np.int64), crop - 1)
+        first.append(start + low)
+        second.append(start + np.minimum(low + 1, crop - 1))
+        weight.append((source - low).astype(np.float32))
+    if axis == 0:
+        return np.stack(first), np.stack(second), np.stack(weight)
+    return np.stack(first), np.stack(second), np.stack(weight)
 
 
 def gaussian_blur(x, sigma, *, rng=None):
@@ -355,7 +425,7 @@ def jpeg_compression(images, quality, *, rng=None):
 
 
 # Kernels that take and return the uint8 batch itself (their outputs are whole grey levels).
-UINT8_KERNELS = frozenset({"shot_noise", "impulse_noise", "pixelate", "jpeg_compression"})
+UINT8_KERNELS = frozenset({"shot_noise", "impulse_noise", "defocus_blur", "pixelate", "jpeg_compression"})
 
 
 # --------------------------------------------------------------------------- spatter
@@ -367,104 +437,11 @@ def spatter(x, loc, scale, sigma, threshold, intensity, mode, *, rng):
     liquid = torch.where(liquid < threshold, torch.zeros_like(liquid), liquid)
     if int(mode) == 0:
         water = x.new_tensor([175, 238, 238]).view(1, 3, 1, 1) / 255
-        return x + _water_mask(liquid, intensity) * water
+        return x + _spatter.water_mask(liquid, intensity) * water
     mud = _ops.gaussian_blur((liquid > threshold).to(x.dtype), intensity)
     mud = torch.where(mud < 0.8, torch.zeros_like(mud), mud)
     brown = x.new_tensor([63, 42, 20]).view(1, 3, 1, 1) / 255
     return x * (1 - mud) + brown * mud
-
-
-def _emboss(x):
-    """cv2.filter2D with [[-2,-1,0],[-1,1,1],[0,1,2]] (BORDER_REFLECT_101), as shifted sums."""
-    p = _ops.pad2d(x, 1, "mirror")
-    h, w = x.shape[-2:]
-
-    def px(dy, dx):
-        return p[..., 1 + dy : 1 + dy + h, 1 + dx : 1 + dx + w]
-
-    return 2 * (px(1, 1) - px(-1, -1)) + (px(0, 1) + px(1, 0)) - (px(-1, 0) + px(0, -1)) + px(0, 0)
-
-
-def _water_mask(liquid, intensity):
-    """Water-drop shading: distance to the drop edges, equalised and embossed (OpenCV pipeline)."""
-    liquid8 = torch.floor(liquid.clamp(0, 1) * 255)
-    edge = _canny(liquid8, low=50, high=150)
-    dist = _edge_distance(edge, cap=20).clamp(max=20)
-    dist = torch.floor(_ops.box3(dist))
-    dist = _equalize_histogram(dist)
-    dist = torch.round(_emboss(dist)).clamp(0, 255)
-    dist = torch.round(_ops.box3(dist))
-    m = liquid8 * dist
-    m = m / m.amax(dim=(1, 2, 3), keepdim=True).clamp_min(1e-12)
-    return m * intensity
-
-
-def _canny(levels, low, high):
-    """OpenCV's Canny (3×3 Sobel, L1 magnitude, non-maximum suppression, hysteresis), batched."""
-    p = _ops.pad2d(levels, 1, "nearest")
-    h, w = levels.shape[-2:]
-
-    def px(dy, dx):
-        return p[..., 1 + dy : 1 + dy + h, 1 + dx : 1 + dx + w]
-
-    gx = (px(-1, 1) - px(-1, -1)) + 2 * (px(0, 1) - px(0, -1)) + (px(1, 1) - px(1, -1))
-    gy = (px(1, -1) - px(-1, -1)) + 2 * (px(1, 0) - px(-1, 0)) + (px(1, 1) - px(-1, 1))
-    mag = gx.abs() + gy.abs()
-    m = F.pad(mag, (1, 1, 1, 1))  # zero magnitude outside the image
-
-    def at(dy, dx):
-        return m[..., 1 + dy : 1 + dy + h, 1 + dx : 1 + dx + w]
-
-    ax, ay = gx.abs(), gy.abs()
-    horizontal = ay < ax * 0.4142135623730951
-    vertical = ay > ax * 2.414213562373095
-    same_sign = (gx < 0) == (gy < 0)
-    keep_h = (mag > at(0, -1)) & (mag >= at(0, 1))
-    keep_v = (mag > at(-1, 0)) & (mag >= at(1, 0))
-    keep_d = torch.where(same_sign, (mag > at(-1, -1)) & (mag > at(1, 1)), (mag > at(-1, 1)) & (mag > at(1, -1)))
-    maxima = (mag > low) & torch.where(horizontal, keep_h, torch.where(vertical, keep_v, keep_d))
-    edge = maxima & (mag > high)
-    weak = maxima & ~edge
-    while bool(weak.any()):  # hysteresis: grow strong edges through 8-connected weak maxima
-        e = F.pad(edge, (1, 1, 1, 1))
-        near = e[..., :-2, :-2] | e[..., :-2, 1:-1] | e[..., :-2, 2:] | e[..., 1:-1, :-2]
-        near = near | e[..., 1:-1, 2:] | e[..., 2:, :-2] | e[..., 2:, 1:-1] | e[..., 2:, 2:]
-        reached = weak & near
-        if not bool(reached.any()):
-            break
-        edge = edge | reached
-        weak = weak & ~reached
-    return edge
-
-
-def _edge_distance(edge, cap):
-    """Euclidean distance to the nearest edge pixel, exact up to ``cap`` (two 1-D min passes)."""
-    big = float(4 * cap * cap + 1)
-    sq = torch.where(edge, 0.0, big)
-    h, w = edge.shape[-2:]
-    col = torch.full_like(sq, big)
-    rows = F.pad(sq, (0, 0, cap, cap), value=big)
-    for k in range(-cap, cap + 1):
-        col = torch.minimum(col, rows[..., cap + k : cap + k + h, :] + k * k)
-    out = torch.full_like(sq, big)
-    cols = F.pad(col, (cap, cap, 0, 0), value=big)
-    for k in range(-cap, cap + 1):
-        out = torch.minimum(out, cols[..., :, cap + k : cap + k + w] + k * k)
-    return out.sqrt()
-
-
-def _equalize_histogram(levels):
-    """OpenCV's equalizeHist per image on integer levels 0..255 (N×1×H×W floats)."""
-    n = levels.shape[0]
-    flat = levels.reshape(n, -1).long()
-    hist = torch.zeros(n, 256, device=levels.device).scatter_add_(1, flat, torch.ones_like(flat, dtype=torch.float32))
-    first = (hist > 0).float().argmax(dim=1, keepdim=True)
-    total = flat.shape[1]
-    scale = 255.0 / (total - hist.gather(1, first)).clamp_min(1)
-    cumulative = hist.cumsum(dim=1) - hist.gather(1, first)
-    lut = torch.round(cumulative * scale).clamp(0, 255)
-    lut = torch.where(torch.arange(256, device=levels.device)[None] <= first, torch.zeros_like(lut), lut)
-    return lut.gather(1, flat).reshape(levels.shape)
 
 
 KERNELS = {

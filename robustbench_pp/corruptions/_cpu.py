@@ -231,6 +231,55 @@ def zoom_blur(images, top, bottom, down, left, right, across, out):
                     line[x] *= inverse
 
 
+@njit(inline="always")
+def _reflect(position, low, span):
+    """grid_sample's reflection padding: mirror ``position`` about low and low + span."""
+    if low <= position <= low + span or span <= 0:
+        return position if span > 0 else low
+    offset = abs(position - low)
+    flips = int(offset // span)
+    extra = offset - flips * span
+    return low + extra if flips & 1 == 0 else low + span - extra
+
+
+@njit(inline="always")
+def _bilinear(plane, y, x, h, w):
+    """Bilinear sample of a plane at (y, x) (within [0, h-1] × [0, w-1]); taps outside weigh zero."""
+    y0, x0 = int(y), int(x)  # y, x >= 0: truncation is floor
+    fy, fx = np.float32(y - y0), np.float32(x - x0)
+    y1, x1 = min(y0 + 1, h - 1), min(x0 + 1, w - 1)  # at the last row/column the second tap weighs 0
+    top = plane[y0, x0] + fx * (plane[y0, x1] - plane[y0, x0])
+    bottom = plane[y1, x0] + fx * (plane[y1, x1] - plane[y1, x0])
+    return top + fy * (bottom - top)
+
+
+@njit(cache=True, nogil=True)
+def elastic_sample(images, inverse, fields, out):
+    """The released elastic transform's two bilinear samplings, per image.
+
+    First the affine warp: output (i, j) reads ``[j, i, 1] @ inverse[m]`` (pixel units),
+    mirrored about the edge pixels (BORDER_REFLECT_101); then the displacement: it reads
+    (i + fields[m, 1, i, j], j + fields[m, 0, i, j]) of the warped image, mirrored about the
+    image edges (scipy's "reflect"). Coordinates in float64, values in float32.
+    """
+    n, c, h, w = images.shape
+    warped = np.empty((c, h, w), np.float32)
+    for m in range(n):
+        a = inverse[m]
+        for i in range(h):
+            for j in range(w):
+                sx = min(max(_reflect(j * a[0, 0] + i * a[1, 0] + a[2, 0], 0.0, w - 1.0), 0.0), w - 1.0)
+                sy = min(max(_reflect(j * a[0, 1] + i * a[1, 1] + a[2, 1], 0.0, h - 1.0), 0.0), h - 1.0)
+                for ch in range(c):
+                    warped[ch, i, j] = _bilinear(images[m, ch], sy, sx, h, w)
+        for i in range(h):
+            for j in range(w):
+                sx = min(max(_reflect(j + np.float64(fields[m, 0, i, j]), -0.5, np.float64(w)), 0.0), w - 1.0)
+                sy = min(max(_reflect(i + np.float64(fields[m, 1, i, j]), -0.5, np.float64(h)), 0.0), h - 1.0)
+                for ch in range(c):
+                    out[m, ch, i, j] = _bilinear(warped[ch], sy, sx, h, w)
+
+
 # --------------------------------------------------------------------------- glass blur
 
 
@@ -303,3 +352,53 @@ def pixelate(images, col_index, col_weights, row_index, row_weights, up_rows, up
                 source, line = small[up_rows[y]], target[y]
                 for x in range(w):
                     line[x] = source[up_cols[x]]
+
+
+# --------------------------------------------------------------------------- fog
+
+
+@njit(cache=True, nogil=True)
+def plasma_fractal(noise, scales, field):
+    """``_ops.plasma_fractal``'s diamond-square steps, in its float32 arithmetic and order.
+
+    ``noise``: N×K uniforms in [-1, 1), level after level (3 × cells² each: squares, then the
+    points left of and above the centres); ``scales``: wibble² per level (float32).
+    """
+    n, size = field.shape[0], field.shape[1]
+    quarter = np.float32(4.0)
+    for m in range(n):
+        f = field[m]
+        f[:, :] = 0.0
+        step, level, used = size, 0, 0
+        while step >= 2:
+            half, cells, scale = step // 2, size // step, scales[level]
+            draw = noise[m, used : used + 3 * cells * cells]
+            for a in range(cells):  # centres of the squares
+                for b in range(cells):
+                    r, c = a * step, b * step
+                    r1, c1 = (r + step) % size, (c + step) % size
+                    squares = (f[r, c] + f[r1, c]) + (f[r, c1] + f[r1, c1])
+                    f[r + half, c + half] = squares / quarter + draw[a * cells + b] * scale
+            for a in range(cells):  # left of the centres, then above them
+                for b in range(cells):
+                    r, c = a * step, b * step
+                    centre, before = f[r + half, c + half], f[(r - half) % size, c + half]
+                    corner, after = f[r, c], f[r, (c + step) % size]
+                    f[r, c + half] = ((centre + before) + (corner + after)) / quarter + draw[cells * cells + a * cells + b] * scale
+            for a in range(cells):
+                for b in range(cells):
+                    r, c = a * step, b * step
+                    centre, before = f[r + half, c + half], f[r + half, (c - half) % size]
+                    corner, after = f[r, c], f[(r + step) % size, c]
+                    f[r + half, c] = ((centre + before) + (corner + after)) / quarter + draw[2 * cells * cells + a * cells + b] * scale
+            used += 3 * cells * cells
+            step //= 2
+            level += 1
+        low = f.min()
+        for r in range(size):
+            for c in range(size):
+                f[r, c] = f[r, c] - low
+        high = f.max()
+        for r in range(size):
+            for c in range(size):
+                f[r, c] = f[r, c] / high

@@ -335,6 +335,19 @@ def _motion_blur_gather(x, taps, dy, dx, inside):
 def plasma_fractal(rng: ImageRandomness, mapsize: int, wibble_decay: float) -> torch.Tensor:
     """Diamond-square height maps N×mapsize×mapsize in [0, 1] (the ImageNet-C fog field)."""
     n = len(rng.generators)
+    if use_compiled(torch.empty(0, device=rng.device)):  # one draw per image, one compiled loop
+        from robustbench_pp.corruptions import _cpu
+
+        levels = [mapsize >> k for k in range(mapsize.bit_length()) if mapsize >> k >= 2]
+        counts = [3 * (mapsize // step) ** 2 for step in levels]
+        noise = rng.uniform((sum(counts),), -1.0, 1.0)  # the per-level draws, consecutive
+        scales, wibble = [], 100.0
+        for _ in levels:
+            scales.append(np.float32(wibble * wibble))  # the scalar torch multiplies float32 noise by
+            wibble /= wibble_decay
+        field = torch.empty(n, mapsize, mapsize)
+        _cpu.plasma_fractal(noise.numpy(), np.asarray(scales, np.float32), field.numpy())
+        return field
     field = torch.zeros(n, mapsize, mapsize, device=rng.device)
     step, wibble = mapsize, 100.0
     while step >= 2:

@@ -372,13 +372,19 @@ def elastic_transform(x, alpha, sigma, affine, *, rng):
     ones = torch.ones(n, 3, 1, dtype=torch.float64)
     # dst -> src affine: solves [moved 1] · A = anchors for every image.
     inverse = torch.linalg.solve(torch.cat([moved, ones], dim=2), anchors.expand(n, 3, 2))
+    # Elastic stage: smoothed U(-1, 1) displacements × alpha, sampled with scipy's "reflect".
+    fields = _ops.gaussian_blur(rng.uniform((2, h, w), -1.0, 1.0), sigma, mode="reflect", truncate=3.0) * alpha
+    if _ops.use_compiled(x):  # both bilinear samplings in one compiled pass per image
+        from robustbench_pp.corruptions import _cpu
+
+        out = torch.empty_like(x)
+        _cpu.elastic_sample(x.contiguous().numpy(), inverse.contiguous().numpy(), fields.contiguous().numpy(), out.numpy())
+        return out
     gy, gx = torch.meshgrid(torch.arange(h, dtype=torch.float64), torch.arange(w, dtype=torch.float64), indexing="ij")
     dst = torch.stack([gx, gy, torch.ones_like(gx)], dim=-1).reshape(1, h * w, 3)
     src = (dst @ inverse).reshape(n, h, w, 2)
     grid = torch.stack([2 * src[..., 0] / (w - 1) - 1, 2 * src[..., 1] / (h - 1) - 1], dim=-1)
     x = F.grid_sample(x, grid.to(x.device, x.dtype), mode="bilinear", padding_mode="reflection", align_corners=True)
-    # Elastic stage: smoothed U(-1, 1) displacements × alpha, sampled with scipy's "reflect".
-    fields = _ops.gaussian_blur(rng.uniform((2, h, w), -1.0, 1.0), sigma, mode="reflect", truncate=3.0) * alpha
     rows = torch.arange(h, device=x.device, dtype=x.dtype)[:, None] + fields[:, 1]
     cols = torch.arange(w, device=x.device, dtype=x.dtype)[None, :] + fields[:, 0]
     grid = torch.stack([(2 * cols + 1) / w - 1, (2 * rows + 1) / h - 1], dim=-1)

@@ -63,6 +63,13 @@ def shot_noise(images, bits, cdf, guide, cell_bits, counts_to_uint8, out):
 
 
 @njit(cache=True, nogil=True)
+def levels_to_unit(levels, out):
+    """``_ops.to_unit``: uint8 -> float32 / 255 (a float32 division, like torch's div_)."""
+    for x in range(levels.size):
+        out[x] = np.float32(levels[x]) / np.float32(255.0)
+
+
+@njit(cache=True, nogil=True)
 def unit_row_to_uint8(values, out):
     """``_ops.unit_to_uint8`` of one row: ×255, +1e-3, clipped, truncated, each step in float32
     (compiled without fused multiply-adds, like torch's separate mul_ and add_)."""
@@ -288,18 +295,20 @@ def glass_copies(levels, offsets, max_delta):
     """The reference's sequential "swaps" (which copy x[h', w'] into x[h, w]), in place.
 
     ``levels``: N×C×H×W floats; ``offsets``: N×2×rows×cols integer draws (column offset first),
-    rows scanned from H - max_delta down to max_delta + 1, columns likewise.
+    rows scanned from H - max_delta down to max_delta + 1, columns likewise. Channels never
+    mix, so each channel plane runs the whole scan on its own.
     """
     n, c, h, w = levels.shape
     for m in range(n):
-        for a in range(offsets.shape[2]):
-            row = h - max_delta - a
-            for b in range(offsets.shape[3]):
-                col = w - max_delta - b
-                src_row = row + offsets[m, 1, a, b]
-                src_col = col + offsets[m, 0, a, b]
-                for ch in range(c):
-                    levels[m, ch, row, col] = levels[m, ch, src_row, src_col]
+        row_offsets, col_offsets = offsets[m, 1], offsets[m, 0]
+        for ch in range(c):
+            plane = levels[m, ch]
+            for a in range(row_offsets.shape[0]):
+                row = h - max_delta - a
+                dy, dx, line = row_offsets[a], col_offsets[a], plane[row]
+                for b in range(row_offsets.shape[1]):
+                    col = w - max_delta - b
+                    line[col] = plane[row + dy[b], col + dx[b]]
 
 
 # --------------------------------------------------------------------------- pixelate
@@ -311,16 +320,17 @@ def pixelate(images, col_index, col_weights, row_index, row_weights, up_rows, up
 
     Down: output x = (2**21 + sum_k weights[x, k] · in[index[x, k]]) >> 22 clipped to 0..255,
     horizontal pass then vertical (``kernels._box_taps``: 22-bit weights, zero on padding taps),
-    in int32 (the weights of an output sum to ~2**22, so sums stay below 2**31). The horizontal
-    pass runs on the transposed image, so that its loops run along memory. Up: output pixel
+    in int32 (the weights of an output sum to ~2**22, so sums stay below 2**31). Each pass runs
+    its inner loop along memory: the horizontal one on the transposed image. Up: output pixel
     (i, j) copies small pixel (``up_rows[i]``, ``up_cols[j]``): BOX enlarging has one tap of
     weight 1; consecutive output rows from the same small row are copies of each other.
     """
     n, c, h, w = images.shape
     small_h, small_w = row_index.shape[0], col_index.shape[0]
     transposed = np.empty((w, h), np.int32)
-    across = np.empty((small_w, h), np.int32)  # horizontal pass result, transposed
-    acc = np.empty(h, np.int32)
+    across = np.empty((h, small_w), np.int32)  # the horizontal pass's result
+    column = np.empty(h, np.int32)
+    acc = np.empty(small_w, np.int32)
     small = np.empty((small_h, small_w), np.uint8)
     half = np.int32(1 << 21)
     for m in range(n):
@@ -331,20 +341,22 @@ def pixelate(images, col_index, col_weights, row_index, row_weights, up_rows, up
                 for x in range(w):
                     transposed[x, y] = line[x]
             for x in range(small_w):
-                acc[:] = half
+                column[:] = half
                 for k in range(col_weights.shape[1]):
                     weight, src = col_weights[x, k], transposed[col_index[x, k]]
                     for y in range(h):
-                        acc[y] = np.int32(acc[y] + src[y] * weight)
-                dst = across[x]
+                        column[y] = np.int32(column[y] + src[y] * weight)
                 for y in range(h):
-                    dst[y] = min(max(acc[y] >> 22, np.int32(0)), np.int32(255))
+                    across[y, x] = min(max(column[y] >> 22, np.int32(0)), np.int32(255))
             for y in range(small_h):
+                acc[:] = half
+                for k in range(row_weights.shape[1]):
+                    weight, src = row_weights[y, k], across[row_index[y, k]]
+                    for x in range(small_w):
+                        acc[x] = np.int32(acc[x] + src[x] * weight)
+                dst = small[y]
                 for x in range(small_w):
-                    total, line = half, across[x]
-                    for k in range(row_weights.shape[1]):
-                        total = np.int32(total + line[row_index[y, k]] * row_weights[y, k])
-                    small[y, x] = min(max(total >> 22, np.int32(0)), np.int32(255))
+                    dst[x] = min(max(acc[x] >> 22, np.int32(0)), np.int32(255))
             for y in range(h):
                 if y > 0 and up_rows[y] == up_rows[y - 1]:
                     target[y] = target[y - 1]

@@ -61,10 +61,10 @@ class ImageRandomness:
         """N(mean, std²) of shape N×shape (float32)."""
         return self._fill(shape, lambda image, g: image.normal_(mean, std, generator=g))
 
-    def integers(self, low: int, high: int, shape) -> torch.Tensor:
-        """Integers in [low, high) of shape N×shape (int64 on the CPU drawn as int32: the same numbers)."""
-        dtype = torch.int64 if self.device.type != "cpu" or high - low >= 2**31 else torch.int32
-        return self._fill(shape, lambda image, g: image.random_(low, high, generator=g), dtype).long()
+    def integers(self, low: int, high: int, shape, dtype=torch.int64) -> torch.Tensor:
+        """Integers in [low, high) of shape N×shape (on the CPU drawn as int32: the same numbers)."""
+        drawn = torch.int64 if self.device.type != "cpu" or high - low >= 2**31 else torch.int32
+        return self._fill(shape, lambda image, g: image.random_(low, high, generator=g), drawn).to(dtype)
 
     def poisson(self, rates: torch.Tensor) -> torch.Tensor:
         """Poisson draws with per-element rates (rates has the leading batch dimension)."""
@@ -115,11 +115,31 @@ TRUNCATION_SLACK = 1e-3
 
 def to_unit(u8: torch.Tensor) -> torch.Tensor:
     """uint8 batch -> float32 on the 0..1 scale (what every float kernel receives)."""
-    return uint8_to_float(u8).div_(255)
+    if use_compiled(u8) and u8.is_contiguous():  # one pass instead of two, the same floats
+        from robustbench_pp.corruptions import _cpu
+
+        out = torch.empty(u8.shape, dtype=torch.float32)
+        _cpu.levels_to_unit(u8.numpy().reshape(-1), out.numpy().reshape(-1))
+        return out
+    return _to_unit(u8)
 
 
 def unit_to_uint8(y: torch.Tensor) -> torch.Tensor:
-    """A kernel's 0..1 floats -> uint8: ×255, the slack, clipped to 0..255, truncated (overwrites y)."""
+    """A kernel's 0..1 floats -> uint8: ×255, the slack, clipped to 0..255, truncated (may overwrite y)."""
+    if y.dtype == torch.float32 and use_compiled(y) and y.is_contiguous():  # one pass, the same bytes
+        from robustbench_pp.corruptions import _cpu
+
+        out = torch.empty(y.shape, dtype=torch.uint8)
+        _cpu.unit_row_to_uint8(y.numpy().reshape(-1), out.numpy().reshape(-1))
+        return out
+    return _unit_to_uint8(y)
+
+
+def _to_unit(u8: torch.Tensor) -> torch.Tensor:
+    return uint8_to_float(u8).div_(255)
+
+
+def _unit_to_uint8(y: torch.Tensor) -> torch.Tensor:
     return float_to_uint8(y.mul_(255).add_(TRUNCATION_SLACK).clamp_(0, 255))
 
 
@@ -142,8 +162,8 @@ def levels_survive_round_trip() -> bool:
     would fall back to the torch kernels.
     """
     levels = torch.arange(256, dtype=torch.uint8)
-    unit = to_unit(levels)
-    return bool(torch.equal(unit_to_uint8(unit.clone()), levels) and torch.equal(torch.round(unit * 255).to(torch.uint8), levels))
+    unit = _to_unit(levels)
+    return bool(torch.equal(_unit_to_uint8(unit.clone()), levels) and torch.equal(torch.round(unit * 255).to(torch.uint8), levels))
 
 
 # --------------------------------------------------------------------------- boundaries, blurs

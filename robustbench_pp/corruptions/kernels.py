@@ -196,9 +196,10 @@ def glass_blur(x, sigma, max_delta, iterations, *, rng):
     n, c, h, w = x8.shape
     rows = torch.arange(h - max_delta, max_delta, -1, device=x.device)
     cols = torch.arange(w - max_delta, max_delta, -1, device=x.device)
+    compiled = _ops.use_compiled(x8)
     for _ in range(int(iterations)):
-        offsets = rng.integers(-max_delta, max_delta, (2, len(rows), len(cols)))
-        if _ops.use_compiled(x8):  # the sequential loop itself, compiled
+        offsets = rng.integers(-max_delta, max_delta, (2, len(rows), len(cols)), dtype=torch.int32 if compiled else torch.int64)
+        if compiled:  # the sequential loop itself
             from robustbench_pp.corruptions import _cpu
 
             _cpu.glass_copies(x8.numpy(), offsets.numpy(), int(max_delta))

@@ -210,28 +210,37 @@ def defocus_blur(images, half_widths, scale, alias, corr_dy, corr_dx, corr_w, ro
                 unit_row_to_uint8(row_out, target[i])
 
 
-@njit(cache=True, nogil=True)
-def zoom_blur(images, top, bottom, down, left, right, across, out):
-    """Mean of the image and its centre crops zoomed back (bilinear), zoom z's rows from
-    ``top[z]``/``bottom[z]`` with weight ``down[z]`` on the second, columns likewise."""
+@njit(cache=True, nogil=True, fastmath={"contract"})
+def zoom_blur(images, top, bottom, down, runs, run_counts, across, out):
+    """Mean of the image and its centre crops zoomed back (bilinear, separable).
+
+    Zoom z: output row i lerps rows ``top[z, i]`` and ``bottom[z, i]`` (weight ``down[z, i]``
+    on the second); output column j lerps columns k and k + 1 of that (weight
+    ``across[z, j]``), where k = j + offset over each of the zoom's ``run_counts[z]`` runs
+    ``runs[z, r] = (first j, end j, offset)``: along a run the columns read are contiguous, so
+    the loop runs on vector registers instead of gathering column by column.
+    """
     n, c, h, w = images.shape
     zooms = top.shape[0]
-    rows = np.empty(w, np.float32)
+    rows = np.empty(w + 1, np.float32)
     inverse = np.float32(1.0 / (zooms + 1))
     for m in range(n):
         for ch in range(c):
             plane, target = images[m, ch], out[m, ch]
             target[:] = plane
             for z in range(zooms):
-                lo, hi = left[z].min(), right[z].max() + 1
+                weights = across[z]
                 for i in range(h):
                     a, b, f = plane[top[z, i]], plane[bottom[z, i]], down[z, i]
-                    for x in range(lo, hi):
-                        rows[x] = a[x] + f * (b[x] - a[x])
-                    dst, l_, r_, g = target[i], left[z], right[z], across[z]
                     for x in range(w):
-                        u, v = rows[l_[x]], rows[r_[x]]
-                        dst[x] += u + g[x] * (v - u)
+                        rows[x] = a[x] + f * (b[x] - a[x])
+                    rows[w] = rows[w - 1]  # the last column's second tap (weight 0)
+                    dst = target[i]
+                    for r in range(run_counts[z]):
+                        first, end, offset = runs[z, r, 0], runs[z, r, 1], runs[z, r, 2]
+                        src, d, g = rows[first + offset : end + offset + 1], dst[first:end], weights[first:end]
+                        for t in range(end - first):
+                            d[t] += src[t] + g[t] * (src[t + 1] - src[t])
             for i in range(h):
                 line = target[i]
                 for x in range(w):
@@ -250,14 +259,11 @@ def _reflect(position, low, span):
 
 
 @njit(inline="always")
-def _bilinear(plane, y, x, h, w):
-    """Bilinear sample of a plane at (y, x) (within [0, h-1] × [0, w-1]); taps outside weigh zero."""
-    y0, x0 = int(y), int(x)  # y, x >= 0: truncation is floor
-    fy, fx = np.float32(y - y0), np.float32(x - x0)
-    y1, x1 = min(y0 + 1, h - 1), min(x0 + 1, w - 1)  # at the last row/column the second tap weighs 0
-    top = plane[y0, x0] + fx * (plane[y0, x1] - plane[y0, x0])
-    bottom = plane[y1, x0] + fx * (plane[y1, x1] - plane[y1, x0])
-    return top + fy * (bottom - top)
+def _taps(position, size):
+    """First tap, second tap and the second's weight of a bilinear sample at ``position``
+    (within [0, size - 1]); at the last pixel the second tap is the first, weighing zero."""
+    first = int(position)  # position >= 0: truncation is floor
+    return first, min(first + 1, size - 1), np.float32(position - first)
 
 
 @njit(cache=True, nogil=True)
@@ -267,24 +273,30 @@ def elastic_sample(images, inverse, fields, out):
     First the affine warp: output (i, j) reads ``[j, i, 1] @ inverse[m]`` (pixel units),
     mirrored about the edge pixels (BORDER_REFLECT_101); then the displacement: it reads
     (i + fields[m, 1, i, j], j + fields[m, 0, i, j]) of the warped image, mirrored about the
-    image edges (scipy's "reflect"). Coordinates in float64, values in float32.
+    image edges (scipy's "reflect"). Coordinates in float64, values in float32; a pixel's taps
+    and weights are computed once for its three channels.
     """
     n, c, h, w = images.shape
     warped = np.empty((c, h, w), np.float32)
     for m in range(n):
-        a = inverse[m]
-        for i in range(h):
-            for j in range(w):
-                sx = min(max(_reflect(j * a[0, 0] + i * a[1, 0] + a[2, 0], 0.0, w - 1.0), 0.0), w - 1.0)
-                sy = min(max(_reflect(j * a[0, 1] + i * a[1, 1] + a[2, 1], 0.0, h - 1.0), 0.0), h - 1.0)
-                for ch in range(c):
-                    warped[ch, i, j] = _bilinear(images[m, ch], sy, sx, h, w)
-        for i in range(h):
-            for j in range(w):
-                sx = min(max(_reflect(j + np.float64(fields[m, 0, i, j]), -0.5, np.float64(w)), 0.0), w - 1.0)
-                sy = min(max(_reflect(i + np.float64(fields[m, 1, i, j]), -0.5, np.float64(h)), 0.0), h - 1.0)
-                for ch in range(c):
-                    out[m, ch, i, j] = _bilinear(warped[ch], sy, sx, h, w)
+        a, image, target = inverse[m], images[m], out[m]
+        for stage in range(2):
+            source, dest = (image, warped) if stage == 0 else (warped, target)
+            for i in range(h):
+                for j in range(w):
+                    if stage == 0:
+                        sx = min(max(_reflect(j * a[0, 0] + i * a[1, 0] + a[2, 0], 0.0, w - 1.0), 0.0), w - 1.0)
+                        sy = min(max(_reflect(j * a[0, 1] + i * a[1, 1] + a[2, 1], 0.0, h - 1.0), 0.0), h - 1.0)
+                    else:
+                        sx = min(max(_reflect(j + np.float64(fields[m, 0, i, j]), -0.5, np.float64(w)), 0.0), w - 1.0)
+                        sy = min(max(_reflect(i + np.float64(fields[m, 1, i, j]), -0.5, np.float64(h)), 0.0), h - 1.0)
+                    y0, y1, fy = _taps(sy, h)
+                    x0, x1, fx = _taps(sx, w)
+                    for ch in range(c):
+                        plane = source[ch]
+                        top = plane[y0, x0] + fx * (plane[y0, x1] - plane[y0, x0])
+                        bottom = plane[y1, x0] + fx * (plane[y1, x1] - plane[y1, x0])
+                        dest[ch, i, j] = top + fy * (bottom - top)
 
 
 # --------------------------------------------------------------------------- glass blur

@@ -246,8 +246,8 @@ def zoom_blur(x, end, step, *, rng=None):
         from robustbench_pp.corruptions import _cpu
 
         out = torch.empty_like(x)
-        _cpu.zoom_blur(x.contiguous().numpy(), *_zoom_taps(h, float(end), float(step), 0), *_zoom_taps(w, float(end), float(step), 1),
-                       out.numpy())
+        _cpu.zoom_blur(x.contiguous().numpy(), *_zoom_taps(h, float(end), float(step)), *_zoom_runs(w, float(end), float(step)),
+                       _zoom_taps(w, float(end), float(step))[2], out.numpy())
         return out
     out = x.clone()
     for zoom in zooms:
@@ -256,7 +256,7 @@ def zoom_blur(x, end, step, *, rng=None):
 
 
 @lru_cache(maxsize=64)
-def _zoom_taps(size: int, end: float, step: float, axis: int):
+def _zoom_taps(size: int, end: float, step: float):
     """Per zoom of np.arange(1, end, step): each output position's two source positions and the
     second one's weight (scipy.ndimage.zoom order 1 of the centre crop, as _ops.clipped_zoom)."""
     first, second, weight = [], [], []
@@ -268,9 +268,23 @@ def _zoom_taps(size: int, end: float, step: float, axis: int):
         first.append(start + low)
         second.append(start + np.minimum(low + 1, crop - 1))
         weight.append((source - low).astype(np.float32))
-    if axis == 0:
-        return np.stack(first), np.stack(second), np.stack(weight)
     return np.stack(first), np.stack(second), np.stack(weight)
+
+
+@lru_cache(maxsize=64)
+def _zoom_runs(size: int, end: float, step: float):
+    """The column taps of :func:`_zoom_taps` as runs along which the first tap is j + offset:
+    (zooms × runs × (first j, end j, offset), runs per zoom)."""
+    first = _zoom_taps(size, end, step)[0]
+    runs = []
+    for taps in first:
+        breaks = np.flatnonzero(np.diff(taps - np.arange(size)) != 0) + 1
+        edges = np.concatenate([[0], breaks, [size]])
+        runs.append([(a, b, taps[a] - a) for a, b in zip(edges[:-1], edges[1:])])
+    table = np.zeros((len(runs), max(len(r) for r in runs), 3), np.int64)
+    for z, zoom_runs in enumerate(runs):
+        table[z, : len(zoom_runs)] = zoom_runs
+    return table, np.array([len(r) for r in runs], np.int64)
 
 
 def gaussian_blur(x, sigma, *, rng=None):

@@ -223,3 +223,20 @@ def test_compiled_resampling_kernels_agree_with_the_torch_kernels_within_a_grey_
         for severity, a, b in zip(SEVERITIES, compiled, in_torch):
             assert np.abs(a - b).max() <= 1, f"{name} {preset} severity {severity}"
             assert (a != b).mean() < 1e-3, f"{name} {preset} severity {severity}: {(a != b).mean():.4%} differ"
+
+
+def test_compiled_generator_stream_is_torchs_stream_and_state():
+    """Raw draws made from a torch generator's state in compiled code: same numbers, same state."""
+    from robustbench_pp.corruptions import _mt19937
+
+    assert _mt19937.available(), "the compiled stream should match this torch"
+    ours = [torch.Generator().manual_seed(s) for s in (5, 2**62 + 9)]
+    theirs = [torch.Generator().manual_seed(s) for s in (5, 2**62 + 9)]
+    # Sizes that end mid-state and cross twists (624 words), mixed with torch's own draws.
+    for kind, shape in (("bits", (3, 331)), ("wide", (700,)), (("range", -4, 8), (1250,)), ("bits", (1,))):
+        low_high = () if isinstance(kind, str) else (kind[1], kind[1] + kind[2])
+        dtype = torch.int64 if kind == "wide" else torch.int32
+        expected = torch.stack([torch.empty(shape, dtype=dtype).random_(*low_high, generator=g) for g in theirs])
+        torch.testing.assert_close(_mt19937.draw(ours, shape, kind), expected, rtol=0, atol=0)
+        for a, b in zip(ours, theirs):
+            torch.testing.assert_close(torch.randn(17, generator=a), torch.randn(17, generator=b), rtol=0, atol=0)

@@ -16,7 +16,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from robustbench_pp.corruptions import _ops, _spatter
+from robustbench_pp.corruptions import _box, _disk, _ops, _spatter
 
 # --------------------------------------------------------------------------- noise
 
@@ -119,33 +119,6 @@ def speckle_noise(x, sigma, *, rng):
 
 
 @lru_cache(maxsize=32)
-def _disk_kernel(radius: float, alias_blur: float) -> torch.Tensor:
-    """ImageNet-C's anti-aliased disk: a pixel disk smoothed by OpenCV's GaussianBlur."""
-    smooth = _disk_kernel_parts(radius, alias_blur)[0]
-    # Trim the all-zero border (small disks in a 17×17 frame): same result, smaller FFTs.
-    nonzero = np.flatnonzero(np.abs(smooth).sum(axis=0) > 0)
-    trim = min(int(nonzero[0]), len(smooth) - 1 - int(nonzero[-1])) if len(nonzero) else 0
-    smooth = smooth[trim : len(smooth) - trim, trim : len(smooth) - trim]
-    return torch.as_tensor(smooth, dtype=torch.float32)
-
-
-@lru_cache(maxsize=32)
-def _disk_kernel_parts(radius: float, alias_blur: float):
-    """(smoothed disk, 0/1 disk, Gaussian taps): OpenCV's GaussianBlur of the disk in its frame."""
-    half, ksize = (8, 3) if radius <= 8 else (int(radius), 5)
-    coords = np.arange(-half, half + 1)
-    xx, yy = np.meshgrid(coords, coords)
-    mask = ((xx**2 + yy**2) <= radius**2).astype(np.float64)
-    disk = mask / mask.sum()
-    g = np.exp(-((np.arange(ksize) - (ksize - 1) / 2) ** 2) / (2 * alias_blur**2))
-    g /= g.sum()
-    index = _ops.boundary_index(len(coords), ksize // 2, "mirror")
-    padded = disk[index][:, index]
-    rows = sum(g[k] * padded[k : k + len(coords)] for k in range(ksize))
-    smooth = sum(g[k] * rows[:, k : k + len(coords)] for k in range(ksize))
-    return smooth, mask, g
-
-
 def defocus_blur(images, radius, alias_blur, *, rng=None):
     # uint8 in and out. On CPU the disk as sums of grey levels over its rows, then the aliasing
     # blur (no FFT); elsewhere one FFT correlation with the whole kernel.
@@ -154,38 +127,12 @@ def defocus_blur(images, radius, alias_blur, *, rng=None):
 
         h, w = images.shape[-2:]
         out = torch.empty_like(images)
-        *parts, reach = _disk_parts(float(radius), float(alias_blur))
+        *parts, reach = _disk.disk_parts(float(radius), float(alias_blur))
         _cpu.defocus_blur(images.numpy(), *parts, _ops.boundary_index(h, reach, "mirror"),
                           _ops.boundary_index(w, reach, "mirror"), reach, out.numpy())
         return out
-    kernel = _disk_kernel(float(radius), float(alias_blur))
+    kernel = _disk.disk_kernel(float(radius), float(alias_blur))
     return _ops.unit_to_uint8(_ops.fft_filter2d(_ops.to_unit(images), kernel, mode="mirror"))
-
-
-@lru_cache(maxsize=32)
-def _disk_parts(radius: float, alias_blur: float):
-    """The anti-aliased disk as disk rows, a separable Gaussian and sparse corrections.
-
-    OpenCV blurs the disk inside its frame with mirrored edges; where the disk reaches the frame
-    (radius 8 and 10) that differs from the plain convolution alias ⊛ disk on a few dozen
-    taps, kept as corrections. Returns (half-width of each disk row or -1, 1/(255·area),
-    Gaussian taps, correction rows, columns and weights/255, reach of the whole kernel).
-    """
-    smooth, mask, g = _disk_kernel_parts(radius, alias_blur)
-    disk = mask / mask.sum()
-    half, p = disk.shape[0] // 2, len(g) // 2
-    widths = np.where(mask.any(axis=1), mask.sum(axis=1).astype(np.int64) // 2, -1)
-    convolved = np.zeros((disk.shape[0] + 2 * p,) * 2)
-    for a in range(len(g)):
-        for b in range(len(g)):
-            convolved[a : a + disk.shape[0], b : b + disk.shape[1]] += g[a] * g[b] * disk
-    frame = np.zeros_like(convolved)
-    frame[p : p + disk.shape[0], p : p + disk.shape[1]] = smooth
-    correction = frame - convolved
-    dy, dx = np.nonzero(np.abs(correction) > 1e-12)
-    weights = (correction[dy, dx] / 255).astype(np.float32)
-    return (widths, np.float32(1 / (255 * mask.sum())), g.astype(np.float32), dy - half - p, dx - half - p, weights, half + p)
-
 
 
 def glass_blur(x, sigma, max_delta, iterations, *, rng):
@@ -417,14 +364,14 @@ def pixelate(images, factor, *, rng=None):
         _cpu.pixelate(images.numpy(), *_box_taps(w, small_w), *_box_taps(h, small_h), _box_up_index(small_h, h),
                       _box_up_index(small_w, w), out.numpy())
         return out
-    small = _ops.pil_box_resize(images.to(torch.float64), small_h, small_w)
-    return _ops.pil_box_resize(small, h, w).to(torch.uint8)
+    small = _box.pil_box_resize(images.to(torch.float64), small_h, small_w)
+    return _box.pil_box_resize(small, h, w).to(torch.uint8)
 
 
 @lru_cache(maxsize=64)
 def _box_taps(in_size: int, out_size: int) -> tuple[np.ndarray, np.ndarray]:
     """Pillow's BOX taps as (input index, int32 weight) tables, padding taps clamped and weighted 0."""
-    first, weights = _ops.pil_box_coefficients(in_size, out_size)
+    first, weights = _box.pil_box_coefficients(in_size, out_size)
     weights = weights[:, : int(np.flatnonzero(weights.any(axis=0))[-1]) + 1]  # Pillow's table has spare taps
     index = np.minimum(first[:, None] + np.arange(weights.shape[1])[None, :], in_size - 1)
     return index.astype(np.int64), weights.astype(np.int32)
@@ -433,7 +380,7 @@ def _box_taps(in_size: int, out_size: int) -> tuple[np.ndarray, np.ndarray]:
 @lru_cache(maxsize=64)
 def _box_up_index(in_size: int, out_size: int) -> np.ndarray:
     """Enlarging with Pillow's BOX filter gives every output pixel one input pixel, weight 1: this one."""
-    first, weights = _ops.pil_box_coefficients(in_size, out_size)
+    first, weights = _box.pil_box_coefficients(in_size, out_size)
     assert (weights[:, 0] == 1 << 22).all() and not weights[:, 1:].any(), "BOX enlarging is a copy"
     return first
 

@@ -130,7 +130,8 @@ def test_shot_noise_draws_poisson_counts(photons):
 
     levels = torch.tensor([1.0, 50.0, 128.0, 255.0]) / 255
     x = levels.view(1, 1, 4, 1).expand(1, 3, 4, 20000).contiguous()
-    counts = kernels.shot_noise(x, photons, rng=_ops.ImageRandomness([5], "cpu"))[0] * photons
+    # The torch kernel's counts (the compiled CPU loop gives the same bytes: test below).
+    counts = kernels._shot_noise_counts(x, photons, _ops.ImageRandomness([5], "cpu"))[0] * photons
     for i, level in enumerate(levels.tolist()):
         sample = counts[:, i].reshape(-1).double()
         rate = photons * level
@@ -152,3 +153,90 @@ def test_motion_blur_matches_the_reference_shifts_exactly(size, radius, sigma):
     for n, angle in enumerate(angles.tolist()):
         ref = _motion_blur(x[n].permute(1, 2, 0).numpy(), radius=radius, sigma=sigma, angle=angle)
         np.testing.assert_allclose(ours[n].permute(1, 2, 0).numpy(), ref, atol=1e-5)
+
+
+@pytest.mark.parametrize("low, high, dtype", [(0.0, 1.0, torch.float32), (-1.0, 1.0, torch.float32), (-45.0, 45.0, torch.float32),
+                                              (-135.0, -45.0, torch.float32), (-24.4, 24.4, torch.float32),
+                                              (-0.96, 0.96, torch.float32), (0.0, 1.0, torch.float64)])
+def test_uniform_draws_from_raw_bits_are_torchs_uniform_draws(low, high, dtype):
+    """The CPU draws uniforms from raw integer draws: the same numbers and generator state as uniform_."""
+    from robustbench_pp.corruptions import _ops
+
+    torch_generator = torch.Generator().manual_seed(2**40 + 17)
+    expected = torch.empty(4099, dtype=dtype).uniform_(low, high, generator=torch_generator)
+    rng = _ops.ImageRandomness([2**40 + 17], "cpu")
+    torch.testing.assert_close(rng.uniform((4099,), low, high, dtype=dtype)[0], expected, rtol=0, atol=0)
+    torch.testing.assert_close(rng.integers(-3, 3, (50,))[0], torch.randint(-3, 3, (50,), generator=torch_generator), rtol=0, atol=0)
+
+
+# Kernels with a compiled CPU loop (corruptions/_cpu.py) beside the torch kernel other devices run.
+COMPILED = ("shot_noise", "impulse_noise", "glass_blur", "motion_blur", "snow", "pixelate", "jpeg_compression",
+            "gaussian_blur", "spatter", "fog")
+
+
+@pytest.mark.parametrize("name", COMPILED)
+def test_compiled_cpu_loops_give_the_bytes_of_the_torch_kernels(name, monkeypatch):
+    from robustbench_pp.corruptions import _ops
+
+    for preset, size in (("cifar", 32), ("imagenet", 72)):
+        images = _photo_batch(3, size)
+        compiled = [corrupt(images, name, severity, preset=preset, seed=4) for severity in SEVERITIES]
+        monkeypatch.setattr(_ops, "COMPILED_CPU_LOOPS", False)
+        in_torch = [corrupt(images, name, severity, preset=preset, seed=4) for severity in SEVERITIES]
+        monkeypatch.setattr(_ops, "COMPILED_CPU_LOOPS", True)
+        for severity, a, b in zip(SEVERITIES, compiled, in_torch):
+            np.testing.assert_array_equal(a, b, err_msg=f"{name} {preset} severity {severity}")
+
+
+@pytest.mark.parametrize("size", [(32, 32), (224, 224), (37, 53), (20, 17), (100, 72)])
+def test_compiled_jpeg_round_trip_is_pillows_file_byte_for_byte(size):
+    """libjpeg-turbo's arithmetic without the file: every quality, odd sizes (encoder padding)."""
+    import io
+
+    from PIL import Image
+
+    from robustbench_pp.corruptions import _jpeg_cpu
+
+    rng = np.random.default_rng(size[0])
+    photos = _photo_batch(2, max(size))[:, : size[0], : size[1]]
+    images = np.concatenate([photos, rng.integers(0, 256, (1, *size, 3), dtype=np.uint8)])
+    for quality in (1, 7, 10, 15, 18, 25, 40, 50, 58, 65, 80, 85, 95, 100):
+        ours = _jpeg_cpu.round_trip(np.ascontiguousarray(images.transpose(0, 3, 1, 2)), quality).transpose(0, 2, 3, 1)
+        for image, mine in zip(images, ours):
+            buffer = io.BytesIO()
+            Image.fromarray(image).save(buffer, "JPEG", quality=quality)
+            np.testing.assert_array_equal(mine, np.asarray(Image.open(buffer).convert("RGB")), err_msg=f"quality {quality}")
+
+
+@pytest.mark.parametrize("name", ["defocus_blur", "zoom_blur", "elastic_transform"])
+def test_compiled_resampling_kernels_agree_with_the_torch_kernels_within_a_grey_level(name, monkeypatch):
+    """defocus (disk row sums, no FFT), zoom blur and elastic (their own bilinear weights) round
+    differently: rare values one grey level apart, never more."""
+    from robustbench_pp.corruptions import _ops
+
+    for preset, size in (("cifar", 32), ("imagenet", 96)):
+        images = _photo_batch(3, size)
+        compiled = [corrupt(images, name, severity, preset=preset).astype(int) for severity in SEVERITIES]
+        monkeypatch.setattr(_ops, "COMPILED_CPU_LOOPS", False)
+        in_torch = [corrupt(images, name, severity, preset=preset).astype(int) for severity in SEVERITIES]
+        monkeypatch.setattr(_ops, "COMPILED_CPU_LOOPS", True)
+        for severity, a, b in zip(SEVERITIES, compiled, in_torch):
+            assert np.abs(a - b).max() <= 1, f"{name} {preset} severity {severity}"
+            assert (a != b).mean() < 1e-3, f"{name} {preset} severity {severity}: {(a != b).mean():.4%} differ"
+
+
+def test_compiled_generator_stream_is_torchs_stream_and_state():
+    """Raw draws made from a torch generator's state in compiled code: same numbers, same state."""
+    from robustbench_pp.corruptions import _mt19937
+
+    assert _mt19937.available(), "the compiled stream should match this torch"
+    ours = [torch.Generator().manual_seed(s) for s in (5, 2**62 + 9)]
+    theirs = [torch.Generator().manual_seed(s) for s in (5, 2**62 + 9)]
+    # Sizes that end mid-state and cross twists (624 words), mixed with torch's own draws.
+    for kind, shape in (("bits", (3, 331)), ("wide", (700,)), (("range", -4, 8), (1250,)), ("bits", (1,))):
+        low_high = () if isinstance(kind, str) else (kind[1], kind[1] + kind[2])
+        dtype = torch.int64 if kind == "wide" else torch.int32
+        expected = torch.stack([torch.empty(shape, dtype=dtype).random_(*low_high, generator=g) for g in theirs])
+        torch.testing.assert_close(_mt19937.draw(ours, shape, kind), expected, rtol=0, atol=0)
+        for a, b in zip(ours, theirs):
+            torch.testing.assert_close(torch.randn(17, generator=a), torch.randn(17, generator=b), rtol=0, atol=0)

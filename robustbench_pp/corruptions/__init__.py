@@ -10,6 +10,12 @@ batch of any global indices (a subset, a shuffled batch) as one full pass would.
 live in ``kernels.py`` (one function per corruption), their parameter rows in
 ``parameters.py`` (data keyed by preset), shared building blocks in ``_ops.py``. ``backend="imagecorruptions"`` runs the reference package.
 
+On the CPU the kernels' per-pixel work runs as compiled loops (numba: ``_cpu.py``, the JPEG
+pipeline ``_jpeg_cpu.py``, the generator stream ``_mt19937.py``); other devices run the torch
+kernels. The two give the same bytes (tests/test_corruptions.py), except defocus, zoom and
+elastic blur, whose compiled resampling rounds a rare value one grey level apart.
+``ENGINE_VERSION`` (recorded in manifests) changes whenever any output can.
+
 What we follow: the maintained ``imagecorruptions`` package (its numpy motion blur and snow,
 its image-size adaptations) except where it departs from the released data, where we follow
 the released data (../shared/spec/protocol.md §1). Float results are clipped to [0, 255] and
@@ -18,7 +24,8 @@ truncated to uint8 as ``np.uint8`` did for the released data.
 Departures from the reference package (``imagecorruptions``):
 
 * All: randomness comes from one torch.Generator per image seeded by a hash of (seed, name,
-  severity, global index), not from numpy's global RNG: statistics match, bytes do not.
+  severity, global index), not from numpy's global RNG: statistics match, bytes do not. On
+  the CPU raw draws are made from the generator's state in compiled code (the same stream).
   Arithmetic is float32 (the reference mixes float32 and float64). A slack of 1e-3 grey
   level before truncation keeps float32 results meant to be whole grey levels whole.
 * cifar preset: the package has none; its rows are the CIFAR-10-C parameters of the spec
@@ -27,9 +34,8 @@ Departures from the reference package (``imagecorruptions``):
   α, σ, affine jitter = 244 × (row) px for imagenet and 32 × (row) px for cifar; the package's
   re-parameterised version without the affine stage is far milder.
 * pixelate: box filter down and box filter up (Pillow BOX both ways) as the released data;
-  the package upsamples with nearest. On CPU we call Pillow's BOX resampler per image (it
-  is the definition, and C code beats a torch emulation there); on other devices its exact
-  weights run as matrix products with Pillow's round-half-up after each pass.
+  the package upsamples with nearest. Pillow's own 22-bit fixed-point arithmetic, byte for
+  byte (a compiled loop on CPU, exact float64 matrix products elsewhere).
 * frost: one of the first five textures (the package also draws the sixth), cropped at full
   size for imagenet (the package enlarges every texture ×1.1 first) and after ×0.2 bilinear
   resizing for cifar; a texture is enlarged (bicubic, ×1.1 margin) only when the image is
@@ -47,8 +53,11 @@ Departures from the reference package (``imagecorruptions``):
   input has only 256 grey levels, so 256 rates) instead of numpy's Poisson sampler.
 * impulse_noise: one uniform per value (u < amount flips, u < amount/2 salts) where skimage
   draws two; the same distribution.
-* jpeg_compression: torchvision's libjpeg (or nvJPEG on CUDA) instead of Pillow's; same
-  quality tables and 4:2:0 chroma subsampling.
+* jpeg_compression: on CPU libjpeg-turbo's integer pipeline without the file (colour
+  conversion, 4:2:0 sampling, islow DCT, quantisation and back: Pillow's bytes, entropy coding
+  skipped as lossless); nvJPEG through torchvision on CUDA.
+* defocus_blur: on CPU the disk as integer sums over its rows, then the aliasing Gaussian,
+  plus the few taps where OpenCV's blur inside the kernel's frame differs; elsewhere one FFT.
 * elastic's affine warp samples with torch's bilinear weights, OpenCV quantises them to 1/32.
 * Images of 16 px and more are accepted (the package rejects images under 32 px).
 
@@ -60,12 +69,13 @@ saturate, elastic_transform 2→3 (affine jitter 0.2 → 0.02 × 244 px); imagen
 by only 0.12 dB (256 photographs, ours and the package alike).
 """
 
-from robustbench_pp.corruptions.engine import BACKENDS, corrupt, corrupt_by_index, reference_corrupt
+from robustbench_pp.corruptions.engine import BACKENDS, ENGINE_VERSION, corrupt, corrupt_by_index, reference_corrupt
 from robustbench_pp.corruptions.jpeg import jpeg_roundtrip
 from robustbench_pp.corruptions.parameters import PARAMETERS, PRESETS, corruption_parameters
 
 __all__ = [
     "BACKENDS",
+    "ENGINE_VERSION",
     "PARAMETERS",
     "PRESETS",
     "corrupt",

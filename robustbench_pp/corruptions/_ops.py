@@ -29,6 +29,10 @@ class ImageRandomness:
 
     Every kernel draws the same sequence of shapes for every image, so image i's numbers depend
     only on its own generator (hence on its seed), never on its neighbours in the batch.
+
+    On the CPU, uniform numbers are made from the generator's raw integer draws (``random_``,
+    2-3x faster than ``uniform_``) with torch's own transformation: the same numbers, the same
+    generator state afterwards (tests/test_corruptions.py checks both).
     """
 
     def __init__(self, seeds: list[int], device: torch.device):
@@ -43,26 +47,60 @@ class ImageRandomness:
             fill(image, g)
         return out
 
+    def _compiled(self) -> bool:
+        if self.device.type != "cpu" or not COMPILED_CPU_LOOPS:
+            return False
+        from robustbench_pp.corruptions import _mt19937
+
+        return _mt19937.available()
+
+    def bits(self, shape, wide: bool = False) -> torch.Tensor:
+        """Raw draws: int32 (one 32-bit draw each, top bit dropped) or, ``wide``, int64 (one 64-bit draw)."""
+        if self.generators and self._compiled():  # torch's stream, drawn in compiled code
+            from robustbench_pp.corruptions import _mt19937
+
+            return _mt19937.draw(self.generators, shape, "wide" if wide else "bits")
+        return self._fill(shape, lambda image, g: image.random_(generator=g), torch.int64 if wide else torch.int32)
+
     def uniform(self, shape, low: float = 0.0, high: float = 1.0, dtype=torch.float32) -> torch.Tensor:
         """U(low, high) of shape N×shape (float32 unless ``dtype`` says otherwise)."""
-        return self._fill(shape, lambda image, g: image.uniform_(low, high, generator=g), dtype)
+        if self.device.type != "cpu" or dtype not in (torch.float32, torch.float64):
+            return self._fill(shape, lambda image, g: image.uniform_(low, high, generator=g), dtype)
+        return uniform_from_bits(self.bits(shape, wide=dtype == torch.float64), low, high, dtype)
 
     def normal(self, shape, mean: float = 0.0, std: float = 1.0) -> torch.Tensor:
         """N(mean, std²) of shape N×shape (float32)."""
         return self._fill(shape, lambda image, g: image.normal_(mean, std, generator=g))
 
-    def integers(self, low: int, high: int, shape) -> torch.Tensor:
-        """Integers in [low, high) of shape N×shape (int64)."""
-        if not self.generators:
-            raise ValueError("no images to draw for")
-        out = torch.empty((len(self.generators),) + tuple(shape), dtype=torch.int64, device=self.device)
-        for image, g in zip(out, self.generators):
-            image.random_(low, high, generator=g)
-        return out
+    def integers(self, low: int, high: int, shape, dtype=torch.int64) -> torch.Tensor:
+        """Integers in [low, high) of shape N×shape (on the CPU drawn as int32: the same numbers)."""
+        if self.generators and 0 < high - low < 2**31 and self._compiled():
+            from robustbench_pp.corruptions import _mt19937
+
+            return _mt19937.draw(self.generators, shape, ("range", low, high - low)).to(dtype)
+        drawn = torch.int64 if self.device.type != "cpu" or high - low >= 2**31 else torch.int32
+        return self._fill(shape, lambda image, g: image.random_(low, high, generator=g), drawn).to(dtype)
 
     def poisson(self, rates: torch.Tensor) -> torch.Tensor:
         """Poisson draws with per-element rates (rates has the leading batch dimension)."""
         return torch.stack([torch.poisson(r, generator=g) for r, g in zip(rates, self.generators)])
+
+
+def uniform_from_bits(bits: torch.Tensor, low: float = 0.0, high: float = 1.0, dtype=torch.float32) -> torch.Tensor:
+    """torch's CPU ``uniform_`` from the raw draws of :meth:`ImageRandomness.bits`.
+
+    torch keeps the low 24 (float32) or 53 (float64) bits of a draw, scales them to [0, 1) and
+    computes ``x * (high - low) + low`` with the bounds rounded to the output type, rounding once
+    (a fused multiply-add). float64 arithmetic gives that single rounding exactly.
+    """
+    if dtype == torch.float64:
+        x = (bits & (2**53 - 1)).to(torch.float64).mul_(2.0**-53)
+        return x if (low, high) == (0.0, 1.0) else x.mul_(high - low).add_(low)
+    x = (bits & 0xFFFFFF).to(torch.float32).mul_(2.0**-24)  # exact: 24-bit integers times a power of two
+    if (low, high) == (0.0, 1.0):
+        return x
+    lo, hi = np.float32(low), np.float32(high)
+    return x.to(torch.float64).mul_(float(hi - lo)).add_(float(lo)).to(torch.float32)
 
 
 # --------------------------------------------------------------------------- dtype conversions
@@ -82,6 +120,65 @@ def float_to_uint8(x: torch.Tensor) -> torch.Tensor:
     if x.device.type == "cpu":
         return torch.from_numpy(x.numpy().astype(np.uint8))
     return x.to(torch.uint8)
+
+
+# Added before truncating to uint8: float32 results that should be whole grey levels (JPEG,
+# pixelate, exact identities) may land a few 1e-5 below them; the released data truncated
+# float64 values, which land on them.
+TRUNCATION_SLACK = 1e-3
+
+
+def to_unit(u8: torch.Tensor) -> torch.Tensor:
+    """uint8 batch -> float32 on the 0..1 scale (what every float kernel receives)."""
+    if use_compiled(u8) and u8.is_contiguous():  # one pass instead of two, the same floats
+        from robustbench_pp.corruptions import _cpu
+
+        out = torch.empty(u8.shape, dtype=torch.float32)
+        _cpu.levels_to_unit(u8.numpy().reshape(-1), out.numpy().reshape(-1))
+        return out
+    return _to_unit(u8)
+
+
+def unit_to_uint8(y: torch.Tensor) -> torch.Tensor:
+    """A kernel's 0..1 floats -> uint8: ×255, the slack, clipped to 0..255, truncated (may overwrite y)."""
+    if y.dtype == torch.float32 and use_compiled(y) and y.is_contiguous():  # one pass, the same bytes
+        from robustbench_pp.corruptions import _cpu
+
+        out = torch.empty(y.shape, dtype=torch.uint8)
+        _cpu.unit_row_to_uint8(y.numpy().reshape(-1), out.numpy().reshape(-1))
+        return out
+    return _unit_to_uint8(y)
+
+
+def _to_unit(u8: torch.Tensor) -> torch.Tensor:
+    return uint8_to_float(u8).div_(255)
+
+
+def _unit_to_uint8(y: torch.Tensor) -> torch.Tensor:
+    return float_to_uint8(y.mul_(255).add_(TRUNCATION_SLACK).clamp_(0, 255))
+
+
+#: Run the compiled CPU loops (``_cpu.py``) for CPU batches. False runs the torch kernels there
+#: too, as on other devices: the tests compare the two.
+COMPILED_CPU_LOOPS = True
+
+
+def use_compiled(images: torch.Tensor) -> bool:
+    """Whether a kernel should run its compiled CPU loop on this batch."""
+    return COMPILED_CPU_LOOPS and images.device.type == "cpu" and levels_survive_round_trip()
+
+
+@lru_cache(maxsize=1)
+def levels_survive_round_trip() -> bool:
+    """Whether every grey level v gives back v through to_unit, ×255 rounding and unit_to_uint8.
+
+    The compiled CPU loops of noise kernels rely on it (they leave untouched pixels as they are
+    and read grey level v's table row v); with a torch whose float arithmetic broke it they
+    would fall back to the torch kernels.
+    """
+    levels = torch.arange(256, dtype=torch.uint8)
+    unit = _to_unit(levels)
+    return bool(torch.equal(_unit_to_uint8(unit.clone()), levels) and torch.equal(torch.round(unit * 255).to(torch.uint8), levels))
 
 
 # --------------------------------------------------------------------------- boundaries, blurs
@@ -159,6 +256,8 @@ def gaussian_blur(x: torch.Tensor, sigma: float, mode: str = "nearest", truncate
     if sigma <= 1e-15:  # scipy skips such axes: the identity
         return x
     w = gaussian_weights(sigma, truncate)
+    if len(w) <= _MAX_SHIFTED_TAPS and use_compiled(x):
+        return _compiled_filter(x, w, mode)
     key = (float(sigma), float(truncate), mode)
     return _filter_axis(_filter_axis(x, w, x.ndim - 2, mode, key), w, x.ndim - 1, mode, key)
 
@@ -166,7 +265,22 @@ def gaussian_blur(x: torch.Tensor, sigma: float, mode: str = "nearest", truncate
 def box3(x: torch.Tensor) -> torch.Tensor:
     """OpenCV's cv2.blur with a 3×3 box (BORDER_REFLECT_101)."""
     w = np.full(3, 1 / 3)
+    if use_compiled(x):
+        return _compiled_filter(x, w, "mirror")
     return _filter_axis(_filter_axis(x, w, x.ndim - 2, "mirror", None), w, x.ndim - 1, "mirror", None)
+
+
+def _compiled_filter(x: torch.Tensor, weights: np.ndarray, mode: str) -> torch.Tensor:
+    """The shifted sums of :func:`_filter_axis` along both axes as one compiled loop (same bytes)."""
+    from robustbench_pp.corruptions import _cpu
+
+    h, w = x.shape[-2:]
+    radius = len(weights) // 2
+    taps = weights.astype(np.float32)  # torch rounds the scalar weights to float32 too
+    planes = x.to(torch.float32).contiguous().reshape(-1, h, w)
+    out = torch.empty_like(planes)
+    _cpu.separable_filter(planes.numpy(), taps, boundary_index(h, radius, mode), taps, boundary_index(w, radius, mode), out.numpy())
+    return out.reshape(x.shape)
 
 
 def fft_filter2d(x: torch.Tensor, kernel: torch.Tensor, mode: str = "mirror") -> torch.Tensor:
@@ -217,6 +331,12 @@ def motion_blur(x: torch.Tensor, radius: int, sigma: float, angles_deg: torch.Te
     inside = np.cumprod((np.abs(dy) < h) & (np.abs(dx) < w), axis=1).astype(bool)
     if h * w <= 64 * 64:
         return _motion_blur_gather(x, taps, dy, dx, inside)
+    if use_compiled(x):
+        from robustbench_pp.corruptions import _cpu
+
+        out = torch.empty_like(x, dtype=torch.float32)
+        _cpu.motion_blur(x.to(torch.float32).contiguous().numpy(), taps.astype(np.float32), dy, dx, inside, out.numpy())
+        return out
     pad = width
     padded = pad2d(x, pad, "nearest")
     out = torch.zeros_like(x)
@@ -250,6 +370,19 @@ def _motion_blur_gather(x, taps, dy, dx, inside):
 def plasma_fractal(rng: ImageRandomness, mapsize: int, wibble_decay: float) -> torch.Tensor:
     """Diamond-square height maps N×mapsize×mapsize in [0, 1] (the ImageNet-C fog field)."""
     n = len(rng.generators)
+    if use_compiled(torch.empty(0, device=rng.device)):  # one draw per image, one compiled loop
+        from robustbench_pp.corruptions import _cpu
+
+        levels = [mapsize >> k for k in range(mapsize.bit_length()) if mapsize >> k >= 2]
+        counts = [3 * (mapsize // step) ** 2 for step in levels]
+        noise = rng.uniform((sum(counts),), -1.0, 1.0)  # the per-level draws, consecutive
+        scales, wibble = [], 100.0
+        for _ in levels:
+            scales.append(np.float32(wibble * wibble))  # the scalar torch multiplies float32 noise by
+            wibble /= wibble_decay
+        field = torch.empty(n, mapsize, mapsize)
+        _cpu.plasma_fractal(noise.numpy(), np.asarray(scales, np.float32), field.numpy())
+        return field
     field = torch.zeros(n, mapsize, mapsize, device=rng.device)
     step, wibble = mapsize, 100.0
     while step >= 2:
@@ -307,37 +440,3 @@ def scale_saturation(x: torch.Tensor, factor: float, offset: float) -> torch.Ten
     return torch.where(chroma > 0, coloured, greys)
 
 
-# --------------------------------------------------------------------------- resampling
-
-
-@lru_cache(maxsize=64)
-def pil_box_matrix(in_size: int, out_size: int) -> np.ndarray:
-    """out×in weights of Pillow's BOX resampling of one axis (its precompute_coeffs)."""
-    scale = in_size / out_size
-    filterscale = max(scale, 1.0)
-    support = 0.5 * filterscale
-    matrix = np.zeros((out_size, in_size))
-    for xx in range(out_size):
-        centre = (xx + 0.5) * scale
-        xmin = max(int(centre - support + 0.5), 0)
-        xmax = min(int(centre + support + 0.5), in_size)
-        pos = (np.arange(xmin, xmax) - centre + 0.5) / filterscale
-        w = ((pos > -0.5) & (pos <= 0.5)).astype(np.float64)
-        if w.sum() > 0:
-            matrix[xx, xmin:xmax] = w / w.sum()
-    return matrix
-
-
-def pil_box_resize(x255: torch.Tensor, height: int, width: int) -> torch.Tensor:
-    """Pillow's Image.resize(..., BOX) of 8-bit images: horizontal pass, round, vertical, round.
-
-    Works on grey levels (0..255 floats holding integers); Pillow rounds half up after each pass.
-    """
-    out = x255
-    if width != x255.shape[-1]:
-        m = torch.as_tensor(pil_box_matrix(x255.shape[-1], width), dtype=x255.dtype, device=x255.device)
-        out = torch.floor(out @ m.T + 0.5).clamp(0, 255)
-    if height != x255.shape[-2]:
-        m = torch.as_tensor(pil_box_matrix(x255.shape[-2], height), dtype=x255.dtype, device=x255.device)
-        out = torch.floor(m @ out + 0.5).clamp(0, 255)
-    return out

@@ -13,14 +13,15 @@ from robustbench_pp.corruptions.parameters import PARAMETERS, check_name, check_
 
 BACKENDS = ("torch", "imagecorruptions")
 
+#: Version of the corrupted bytes this engine makes for a (seed, name, severity, index, image):
+#: recorded in dataset manifests and on-the-fly fingerprints, bumped whenever any corruption's
+#: output can change. 2 (issue 14): compiled CPU kernels; zoom_blur resamples with its own
+#: bilinear weights and defocus_blur sums the disk without an FFT, which moves a few float32
+#: results across a grey level (imagenet defocus and zoom, cifar zoom); all else unchanged.
+ENGINE_VERSION = 2
+
 #: Smallest accepted side (glass blur and the frost crop need some room; the reference needs 32).
 MIN_SIDE = 16
-
-# Added before truncating to uint8: float32 results that should be whole grey levels (JPEG,
-# pixelate, exact identities) may land a few 1e-5 below them; the released data truncated
-# float64 values, which land on them.
-_TRUNCATION_SLACK = 1e-3
-
 
 # On CPU, batches are processed in chunks of about this many values: a chunk's float copies
 # stay in cache between the kernel's passes. Results do not depend on the chunking (every
@@ -97,17 +98,16 @@ def corrupt(images, name: str, severity: int, *, preset: str = "imagenet", seed:
     seeds = [_ops.image_seed(seed, name, severity, index_offset + i) for i in range(batch.shape[0])]
     row = PARAMETERS[name][preset][severity - 1]
     kernel = KERNELS[name]
-    chunk = _chunk_size(batch)
+    # uint8 kernels keep no float copies: one chunk (their CPU loops go image by image anyway).
+    chunk = batch.shape[0] if name in UINT8_KERNELS else _chunk_size(batch)
     outs = []
     with torch.no_grad():
-        if name in UINT8_KERNELS:
-            out = kernel(batch.contiguous(), *row, rng=None)
-            return out.permute(0, 2, 3, 1).contiguous().numpy() if was_numpy else out
         for start in range(0, batch.shape[0], chunk):
             rng = _ops.ImageRandomness(seeds[start : start + chunk], batch.device)
-            x = _ops.uint8_to_float(batch[start : start + chunk]).div_(255)
-            y = kernel(x, *row, rng=rng)
-            outs.append(_ops.float_to_uint8(y.mul_(255).add_(_TRUNCATION_SLACK).clamp_(0, 255)))
+            if name in UINT8_KERNELS:
+                outs.append(kernel(batch[start : start + chunk].contiguous(), *row, rng=rng))
+            else:
+                outs.append(_ops.unit_to_uint8(kernel(_ops.to_unit(batch[start : start + chunk]), *row, rng=rng)))
     out = outs[0] if len(outs) == 1 else torch.cat(outs)
     if was_numpy:
         return out.permute(0, 2, 3, 1).contiguous().numpy()

@@ -16,7 +16,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from robustbench_pp.corruptions import _ops
+from robustbench_pp.corruptions import _box, _disk, _ops, _spatter
 
 # --------------------------------------------------------------------------- noise
 
@@ -34,9 +34,11 @@ def gaussian_noise(x, sigma, *, rng):
 def _poisson_tables(photons: float, device: str = "cpu"):
     """Inverse-CDF tables of Poisson(photons·v/255) for the 256 grey levels v.
 
-    Returns (cdf 256×K float64, guide 256×(M+1) int64), M = 4K: guide[v, j] is the smallest k
-    with cdf[v, k] > j/M (Chen and Asau's guide table), so the k of a uniform u in cell j lies
-    in [guide[v, j], guide[v, j + 1]]: exact inversion with a short search.
+    Returns (cdf 256×K float64, guide 256×(M+1)) with M = 2**b ≥ 2K cells: guide[v, j] is the
+    smallest k with cdf[v, k] > j/M (Chen and Asau's guide table), so the k of a uniform u in
+    cell j = floor(u·M) lies in [guide[v, j], guide[v, j + 1]]: exact inversion with a short
+    search (needed in the few cells that hold a CDF step). M is a power of two so that u's cell
+    is exactly its top b bits; the guide is uint8 when K allows (a small table stays in cache).
     """
     from scipy.stats import poisson
 
@@ -44,25 +46,45 @@ def _poisson_tables(photons: float, device: str = "cpu"):
     size = int(poisson.ppf(1 - 1e-15, rates.max())) + 2
     cdf = poisson.cdf(np.arange(size)[None, :], rates[:, None])
     cdf[:, -1] = 1.0  # the remaining < 1e-15 of mass goes to the last entry
-    cells = 4 * size
+    cells = 1 << (2 * size - 1).bit_length()
     edges = np.arange(cells + 1) / cells
     guide = np.stack([np.searchsorted(row, edges, side="right") for row in cdf])
-    return torch.from_numpy(cdf).to(device), torch.from_numpy(np.minimum(guide, size - 1)).to(device)
+    guide = np.minimum(guide, size - 1).astype(np.uint8 if size <= 256 else np.int16)
+    return torch.from_numpy(cdf).to(device), torch.from_numpy(guide).to(device)
 
 
-def shot_noise(x, photons, *, rng):
-    # x·photons is the Poisson rate; inputs are whole grey levels, so the 256 rates' CDFs are
-    # tabulated and each count is the exact inverse CDF of one float64 uniform.
+def shot_noise(images, photons, *, rng):
+    # uint8 in and out. x·photons is the Poisson rate; inputs are whole grey levels, so the 256
+    # rates' CDFs are tabulated and each count is the exact inverse CDF of one float64 uniform.
+    if _ops.use_compiled(images):
+        from robustbench_pp.corruptions import _cpu
+
+        cdf, guide = _poisson_tables(float(photons))
+        out = torch.empty_like(images)
+        cell_bits = (guide.shape[1] - 1).bit_length() - 1
+        _cpu.shot_noise(images.numpy(), rng.bits(images.shape[1:], wide=True).numpy(), cdf.numpy(), guide.numpy(),
+                        cell_bits, _counts_to_uint8(float(photons), cdf.shape[1]), out.numpy())
+        return out
+    return _ops.unit_to_uint8(_shot_noise_counts(_ops.to_unit(images), photons, rng))
+
+
+@lru_cache(maxsize=32)
+def _counts_to_uint8(photons: float, size: int) -> np.ndarray:
+    """Count k -> output grey level (k / photons through the float round trip)."""
+    return _ops.unit_to_uint8(torch.arange(size, dtype=torch.float32) / photons).numpy()
+
+
+def _shot_noise_counts(x, photons, rng):
     cdf, guide = _poisson_tables(float(photons), str(x.device))
     size, cells = cdf.shape[1], guide.shape[1] - 1
     level = torch.round(x * 255).long().reshape(-1)
     u = rng.uniform(x.shape[1:], dtype=torch.float64).reshape(-1)
     cell = (u * cells).long().clamp_(max=cells - 1) + level * (cells + 1)
-    k = _take(guide, cell)
+    k = _take(guide, cell).long()
     rows = level * size
     # Most cells hold no CDF step beyond their guide entry; binary-search the others.
     todo = (_take(cdf, rows + k) <= u).nonzero().squeeze(1)
-    lo, hi = _take(k, todo) + 1, _take(guide, _take(cell, todo) + 1)
+    lo, hi = _take(k, todo) + 1, _take(guide, _take(cell, todo) + 1).long()
     u_todo, rows_todo = _take(u, todo), _take(rows, todo)
     while todo.numel() and bool((lo < hi).any()):
         mid = (lo + hi) // 2
@@ -73,11 +95,20 @@ def shot_noise(x, photons, *, rng):
     return k.view(x.shape).to(x.dtype) / photons
 
 
-def impulse_noise(x, amount, *, rng):
-    # One uniform per value: u < amount flips it (skimage's s&p), and given a flip u/amount is
-    # uniform again, so u < amount/2 salts half of the flipped values.
+def impulse_noise(images, amount, *, rng):
+    # uint8 in and out. One uniform per value: u < amount flips it (skimage's s&p), and given a
+    # flip u/amount is uniform again, so u < amount/2 salts half of the flipped values.
+    if _ops.use_compiled(images):
+        from robustbench_pp.corruptions import _cpu
+
+        out = torch.empty_like(images)
+        # torch compares float32 u with the scalars rounded to float32; u = m·2**-24 < a <=> m < ceil(a·2**24)
+        below = [np.int32(math.ceil(float(np.float32(a)) * 2**24)) for a in (amount, amount / 2)]
+        _cpu.impulse_noise(images.numpy(), rng.bits(images.shape[1:]).numpy(), *below, out.numpy())
+        return out
+    x = _ops.to_unit(images)
     u = rng.uniform(x.shape[1:])
-    return torch.where(u < amount, (u < amount / 2).to(x.dtype), x)
+    return _ops.unit_to_uint8(torch.where(u < amount, (u < amount / 2).to(x.dtype), x))
 
 
 def speckle_noise(x, sigma, *, rng):
@@ -88,28 +119,20 @@ def speckle_noise(x, sigma, *, rng):
 
 
 @lru_cache(maxsize=32)
-def _disk_kernel(radius: float, alias_blur: float) -> torch.Tensor:
-    """ImageNet-C's anti-aliased disk: a pixel disk smoothed by OpenCV's GaussianBlur."""
-    half, ksize = (8, 3) if radius <= 8 else (int(radius), 5)
-    coords = np.arange(-half, half + 1)
-    xx, yy = np.meshgrid(coords, coords)
-    disk = ((xx**2 + yy**2) <= radius**2).astype(np.float64)
-    disk /= disk.sum()
-    g = np.exp(-((np.arange(ksize) - (ksize - 1) / 2) ** 2) / (2 * alias_blur**2))
-    g /= g.sum()
-    index = _ops.boundary_index(len(coords), ksize // 2, "mirror")
-    padded = disk[index][:, index]
-    rows = sum(g[k] * padded[k : k + len(coords)] for k in range(ksize))
-    smooth = sum(g[k] * rows[:, k : k + len(coords)] for k in range(ksize))
-    # Trim the all-zero border (small disks in a 17×17 frame): same result, smaller FFTs.
-    nonzero = np.flatnonzero(np.abs(smooth).sum(axis=0) > 0)
-    trim = min(int(nonzero[0]), len(coords) - 1 - int(nonzero[-1])) if len(nonzero) else 0
-    smooth = smooth[trim : len(coords) - trim, trim : len(coords) - trim]
-    return torch.as_tensor(smooth, dtype=torch.float32)
+def defocus_blur(images, radius, alias_blur, *, rng=None):
+    # uint8 in and out. On CPU the disk as sums of grey levels over its rows, then the aliasing
+    # blur (no FFT); elsewhere one FFT correlation with the whole kernel.
+    if _ops.use_compiled(images):
+        from robustbench_pp.corruptions import _cpu
 
-
-def defocus_blur(x, radius, alias_blur, *, rng=None):
-    return _ops.fft_filter2d(x, _disk_kernel(float(radius), float(alias_blur)), mode="mirror")
+        h, w = images.shape[-2:]
+        out = torch.empty_like(images)
+        *parts, reach = _disk.disk_parts(float(radius), float(alias_blur))
+        _cpu.defocus_blur(images.numpy(), *parts, _ops.boundary_index(h, reach, "mirror"),
+                          _ops.boundary_index(w, reach, "mirror"), reach, out.numpy())
+        return out
+    kernel = _disk.disk_kernel(float(radius), float(alias_blur))
+    return _ops.unit_to_uint8(_ops.fft_filter2d(_ops.to_unit(images), kernel, mode="mirror"))
 
 
 def glass_blur(x, sigma, max_delta, iterations, *, rng):
@@ -120,8 +143,14 @@ def glass_blur(x, sigma, max_delta, iterations, *, rng):
     n, c, h, w = x8.shape
     rows = torch.arange(h - max_delta, max_delta, -1, device=x.device)
     cols = torch.arange(w - max_delta, max_delta, -1, device=x.device)
+    compiled = _ops.use_compiled(x8)
     for _ in range(int(iterations)):
-        offsets = rng.integers(-max_delta, max_delta, (2, len(rows), len(cols)))
+        offsets = rng.integers(-max_delta, max_delta, (2, len(rows), len(cols)), dtype=torch.int32 if compiled else torch.int64)
+        if compiled:  # the sequential loop itself
+            from robustbench_pp.corruptions import _cpu
+
+            _cpu.glass_copies(x8.numpy(), offsets.numpy(), int(max_delta))
+            continue
         src_row = rows[None, :, None] + offsets[:, 1]
         src_col = cols[None, None, :] + offsets[:, 0]
         x8 = _copy_chains(x8, rows, cols, src_row, src_col)
@@ -160,10 +189,49 @@ def motion_blur(x, radius, sigma, *, rng):
 def zoom_blur(x, end, step, *, rng=None):
     h, w = x.shape[-2:]
     zooms = np.arange(1, end, step)
+    if _ops.use_compiled(x):
+        from robustbench_pp.corruptions import _cpu
+
+        out = torch.empty_like(x)
+        _cpu.zoom_blur(x.contiguous().numpy(), *_zoom_taps(h, float(end), float(step)), *_zoom_runs(w, float(end), float(step)),
+                       _zoom_taps(w, float(end), float(step))[2], out.numpy())
+        return out
     out = x.clone()
     for zoom in zooms:
         out += _ops.clipped_zoom(x, float(zoom))[..., :h, :w]
     return out / (len(zooms) + 1)
+
+
+@lru_cache(maxsize=64)
+def _zoom_taps(size: int, end: float, step: float):
+    """Per zoom of np.arange(1, end, step): each output position's two source positions and the
+    second one's weight (scipy.ndimage.zoom order 1 of the centre crop, as _ops.clipped_zoom)."""
+    first, second, weight = [], [], []
+    for zoom in np.arange(1, end, step):
+        crop = math.ceil(size / zoom)
+        start, out_size = (size - crop) // 2, int(round(crop * zoom))
+        source = np.arange(size) * ((crop - 1) / (out_size - 1) if out_size > 1 else 0.0)
+        low = np.minimum(np.floor(source).astype(np.int64), crop - 1)
+        first.append(start + low)
+        second.append(start + np.minimum(low + 1, crop - 1))
+        weight.append((source - low).astype(np.float32))
+    return np.stack(first), np.stack(second), np.stack(weight)
+
+
+@lru_cache(maxsize=64)
+def _zoom_runs(size: int, end: float, step: float):
+    """The column taps of :func:`_zoom_taps` as runs along which the first tap is j + offset:
+    (zooms × runs × (first j, end j, offset), runs per zoom)."""
+    first = _zoom_taps(size, end, step)[0]
+    runs = []
+    for taps in first:
+        breaks = np.flatnonzero(np.diff(taps - np.arange(size)) != 0) + 1
+        edges = np.concatenate([[0], breaks, [size]])
+        runs.append([(a, b, taps[a] - a) for a, b in zip(edges[:-1], edges[1:])])
+    table = np.zeros((len(runs), max(len(r) for r in runs), 3), np.int64)
+    for z, zoom_runs in enumerate(runs):
+        table[z, : len(zoom_runs)] = zoom_runs
+    return table, np.array([len(r) for r in runs], np.int64)
 
 
 def gaussian_blur(x, sigma, *, rng=None):
@@ -266,13 +334,19 @@ def elastic_transform(x, alpha, sigma, affine, *, rng):
     ones = torch.ones(n, 3, 1, dtype=torch.float64)
     # dst -> src affine: solves [moved 1] · A = anchors for every image.
     inverse = torch.linalg.solve(torch.cat([moved, ones], dim=2), anchors.expand(n, 3, 2))
+    # Elastic stage: smoothed U(-1, 1) displacements × alpha, sampled with scipy's "reflect".
+    fields = _ops.gaussian_blur(rng.uniform((2, h, w), -1.0, 1.0), sigma, mode="reflect", truncate=3.0) * alpha
+    if _ops.use_compiled(x):  # both bilinear samplings in one compiled pass per image
+        from robustbench_pp.corruptions import _cpu
+
+        out = torch.empty_like(x)
+        _cpu.elastic_sample(x.contiguous().numpy(), inverse.contiguous().numpy(), fields.contiguous().numpy(), out.numpy())
+        return out
     gy, gx = torch.meshgrid(torch.arange(h, dtype=torch.float64), torch.arange(w, dtype=torch.float64), indexing="ij")
     dst = torch.stack([gx, gy, torch.ones_like(gx)], dim=-1).reshape(1, h * w, 3)
     src = (dst @ inverse).reshape(n, h, w, 2)
     grid = torch.stack([2 * src[..., 0] / (w - 1) - 1, 2 * src[..., 1] / (h - 1) - 1], dim=-1)
     x = F.grid_sample(x, grid.to(x.device, x.dtype), mode="bilinear", padding_mode="reflection", align_corners=True)
-    # Elastic stage: smoothed U(-1, 1) displacements × alpha, sampled with scipy's "reflect".
-    fields = _ops.gaussian_blur(rng.uniform((2, h, w), -1.0, 1.0), sigma, mode="reflect", truncate=3.0) * alpha
     rows = torch.arange(h, device=x.device, dtype=x.dtype)[:, None] + fields[:, 1]
     cols = torch.arange(w, device=x.device, dtype=x.dtype)[None, :] + fields[:, 0]
     grid = torch.stack([(2 * cols + 1) / w - 1, (2 * rows + 1) / h - 1], dim=-1)
@@ -280,20 +354,35 @@ def elastic_transform(x, alpha, sigma, affine, *, rng):
 
 
 def pixelate(images, factor, *, rng=None):
-    # uint8 in, uint8 out. On CPU, Pillow's BOX resampler is the definition itself and faster
-    # than any torch emulation; elsewhere its exact weights run as matrix products.
+    # uint8 in, uint8 out: Pillow's BOX filter down and BOX up, in its own fixed-point arithmetic.
     h, w = images.shape[-2:]
-    size = (int(w * factor), int(h * factor))
-    if images.device.type == "cpu":
-        from PIL import Image
+    small_h, small_w = int(h * factor), int(w * factor)
+    if _ops.use_compiled(images):
+        from robustbench_pp.corruptions import _cpu
 
-        out = np.empty((images.shape[0], h, w, 3), np.uint8)
-        for i, image in enumerate(images.permute(0, 2, 3, 1).numpy()):
-            small = Image.fromarray(np.ascontiguousarray(image)).resize(size, Image.BOX)
-            out[i] = np.asarray(small.resize((w, h), Image.BOX))
-        return torch.from_numpy(out).permute(0, 3, 1, 2).contiguous()
-    small = _ops.pil_box_resize(images.to(torch.float32), size[1], size[0])
-    return _ops.pil_box_resize(small, h, w).to(torch.uint8)
+        out = torch.empty_like(images)
+        _cpu.pixelate(images.numpy(), *_box_taps(w, small_w), *_box_taps(h, small_h), _box_up_index(small_h, h),
+                      _box_up_index(small_w, w), out.numpy())
+        return out
+    small = _box.pil_box_resize(images.to(torch.float64), small_h, small_w)
+    return _box.pil_box_resize(small, h, w).to(torch.uint8)
+
+
+@lru_cache(maxsize=64)
+def _box_taps(in_size: int, out_size: int) -> tuple[np.ndarray, np.ndarray]:
+    """Pillow's BOX taps as (input index, int32 weight) tables, padding taps clamped and weighted 0."""
+    first, weights = _box.pil_box_coefficients(in_size, out_size)
+    weights = weights[:, : int(np.flatnonzero(weights.any(axis=0))[-1]) + 1]  # Pillow's table has spare taps
+    index = np.minimum(first[:, None] + np.arange(weights.shape[1])[None, :], in_size - 1)
+    return index.astype(np.int64), weights.astype(np.int32)
+
+
+@lru_cache(maxsize=64)
+def _box_up_index(in_size: int, out_size: int) -> np.ndarray:
+    """Enlarging with Pillow's BOX filter gives every output pixel one input pixel, weight 1: this one."""
+    first, weights = _box.pil_box_coefficients(in_size, out_size)
+    assert (weights[:, 0] == 1 << 22).all() and not weights[:, 1:].any(), "BOX enlarging is a copy"
+    return first
 
 
 def jpeg_compression(images, quality, *, rng=None):
@@ -304,7 +393,7 @@ def jpeg_compression(images, quality, *, rng=None):
 
 
 # Kernels that take and return the uint8 batch itself (their outputs are whole grey levels).
-UINT8_KERNELS = frozenset({"pixelate", "jpeg_compression"})
+UINT8_KERNELS = frozenset({"shot_noise", "impulse_noise", "defocus_blur", "pixelate", "jpeg_compression"})
 
 
 # --------------------------------------------------------------------------- spatter
@@ -316,104 +405,11 @@ def spatter(x, loc, scale, sigma, threshold, intensity, mode, *, rng):
     liquid = torch.where(liquid < threshold, torch.zeros_like(liquid), liquid)
     if int(mode) == 0:
         water = x.new_tensor([175, 238, 238]).view(1, 3, 1, 1) / 255
-        return x + _water_mask(liquid, intensity) * water
+        return x + _spatter.water_mask(liquid, intensity) * water
     mud = _ops.gaussian_blur((liquid > threshold).to(x.dtype), intensity)
     mud = torch.where(mud < 0.8, torch.zeros_like(mud), mud)
     brown = x.new_tensor([63, 42, 20]).view(1, 3, 1, 1) / 255
     return x * (1 - mud) + brown * mud
-
-
-def _emboss(x):
-    """cv2.filter2D with [[-2,-1,0],[-1,1,1],[0,1,2]] (BORDER_REFLECT_101), as shifted sums."""
-    p = _ops.pad2d(x, 1, "mirror")
-    h, w = x.shape[-2:]
-
-    def px(dy, dx):
-        return p[..., 1 + dy : 1 + dy + h, 1 + dx : 1 + dx + w]
-
-    return 2 * (px(1, 1) - px(-1, -1)) + (px(0, 1) + px(1, 0)) - (px(-1, 0) + px(0, -1)) + px(0, 0)
-
-
-def _water_mask(liquid, intensity):
-    """Water-drop shading: distance to the drop edges, equalised and embossed (OpenCV pipeline)."""
-    liquid8 = torch.floor(liquid.clamp(0, 1) * 255)
-    edge = _canny(liquid8, low=50, high=150)
-    dist = _edge_distance(edge, cap=20).clamp(max=20)
-    dist = torch.floor(_ops.box3(dist))
-    dist = _equalize_histogram(dist)
-    dist = torch.round(_emboss(dist)).clamp(0, 255)
-    dist = torch.round(_ops.box3(dist))
-    m = liquid8 * dist
-    m = m / m.amax(dim=(1, 2, 3), keepdim=True).clamp_min(1e-12)
-    return m * intensity
-
-
-def _canny(levels, low, high):
-    """OpenCV's Canny (3×3 Sobel, L1 magnitude, non-maximum suppression, hysteresis), batched."""
-    p = _ops.pad2d(levels, 1, "nearest")
-    h, w = levels.shape[-2:]
-
-    def px(dy, dx):
-        return p[..., 1 + dy : 1 + dy + h, 1 + dx : 1 + dx + w]
-
-    gx = (px(-1, 1) - px(-1, -1)) + 2 * (px(0, 1) - px(0, -1)) + (px(1, 1) - px(1, -1))
-    gy = (px(1, -1) - px(-1, -1)) + 2 * (px(1, 0) - px(-1, 0)) + (px(1, 1) - px(-1, 1))
-    mag = gx.abs() + gy.abs()
-    m = F.pad(mag, (1, 1, 1, 1))  # zero magnitude outside the image
-
-    def at(dy, dx):
-        return m[..., 1 + dy : 1 + dy + h, 1 + dx : 1 + dx + w]
-
-    ax, ay = gx.abs(), gy.abs()
-    horizontal = ay < ax * 0.4142135623730951
-    vertical = ay > ax * 2.414213562373095
-    same_sign = (gx < 0) == (gy < 0)
-    keep_h = (mag > at(0, -1)) & (mag >= at(0, 1))
-    keep_v = (mag > at(-1, 0)) & (mag >= at(1, 0))
-    keep_d = torch.where(same_sign, (mag > at(-1, -1)) & (mag > at(1, 1)), (mag > at(-1, 1)) & (mag > at(1, -1)))
-    maxima = (mag > low) & torch.where(horizontal, keep_h, torch.where(vertical, keep_v, keep_d))
-    edge = maxima & (mag > high)
-    weak = maxima & ~edge
-    while bool(weak.any()):  # hysteresis: grow strong edges through 8-connected weak maxima
-        e = F.pad(edge, (1, 1, 1, 1))
-        near = e[..., :-2, :-2] | e[..., :-2, 1:-1] | e[..., :-2, 2:] | e[..., 1:-1, :-2]
-        near = near | e[..., 1:-1, 2:] | e[..., 2:, :-2] | e[..., 2:, 1:-1] | e[..., 2:, 2:]
-        reached = weak & near
-        if not bool(reached.any()):
-            break
-        edge = edge | reached
-        weak = weak & ~reached
-    return edge
-
-
-def _edge_distance(edge, cap):
-    """Euclidean distance to the nearest edge pixel, exact up to ``cap`` (two 1-D min passes)."""
-    big = float(4 * cap * cap + 1)
-    sq = torch.where(edge, 0.0, big)
-    h, w = edge.shape[-2:]
-    col = torch.full_like(sq, big)
-    rows = F.pad(sq, (0, 0, cap, cap), value=big)
-    for k in range(-cap, cap + 1):
-        col = torch.minimum(col, rows[..., cap + k : cap + k + h, :] + k * k)
-    out = torch.full_like(sq, big)
-    cols = F.pad(col, (cap, cap, 0, 0), value=big)
-    for k in range(-cap, cap + 1):
-        out = torch.minimum(out, cols[..., :, cap + k : cap + k + w] + k * k)
-    return out.sqrt()
-
-
-def _equalize_histogram(levels):
-    """OpenCV's equalizeHist per image on integer levels 0..255 (N×1×H×W floats)."""
-    n = levels.shape[0]
-    flat = levels.reshape(n, -1).long()
-    hist = torch.zeros(n, 256, device=levels.device).scatter_add_(1, flat, torch.ones_like(flat, dtype=torch.float32))
-    first = (hist > 0).float().argmax(dim=1, keepdim=True)
-    total = flat.shape[1]
-    scale = 255.0 / (total - hist.gather(1, first)).clamp_min(1)
-    cumulative = hist.cumsum(dim=1) - hist.gather(1, first)
-    lut = torch.round(cumulative * scale).clamp(0, 255)
-    lut = torch.where(torch.arange(256, device=levels.device)[None] <= first, torch.zeros_like(lut), lut)
-    return lut.gather(1, flat).reshape(levels.shape)
 
 
 KERNELS = {

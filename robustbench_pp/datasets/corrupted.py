@@ -151,8 +151,10 @@ class CorruptedDataset:
             if self.origin.layout is None:
                 from robustbench_pp._version import __version__
 
+                from robustbench_pp.corruptions import ENGINE_VERSION
+
                 payload = {"spec": self.spec.to_dict(), "seed": self.seed, "jpeg_roundtrip": self.origin.jpeg_roundtrip,
-                           "package_version": __version__, "cells": sorted(self.cells)}
+                           "package_version": __version__, "corruption_engine": ENGINE_VERSION, "cells": sorted(self.cells)}
                 digest.update(json.dumps(payload, sort_keys=True).encode())
             else:
                 for relpath, sha in self.origin.layout.file_hashes(self.origin.manifest, self.table):
@@ -164,7 +166,7 @@ class CorruptedDataset:
         """json-able provenance of the data (goes into every result record)."""
         layout, manifest = self.origin.layout, self.origin.manifest
         if layout is None:
-            method = "spec + seed + clean-source fingerprint + jpeg flag + package version"
+            method = "spec + seed + clean-source fingerprint + jpeg flag + package and corruption-engine versions"
         elif manifest is not None:
             method = "manifest sha256 of each file"
         else:

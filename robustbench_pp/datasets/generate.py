@@ -63,7 +63,8 @@ SUBSET_SEED = 0
 # Cache the clean set in memory below this size (every 32 px set; not cifar10-c-224 or ImageNet).
 _CACHE_LIMIT_BYTES = 512 << 20
 # Parameters that must be identical to resume into an existing folder.
-_RESUME_KEYS = ("preset", "severities", "indices_sha256", "image_size", "layout", "jpeg_quality", "geometry")
+_RESUME_KEYS = ("preset", "severities", "indices_sha256", "image_size", "layout", "jpeg_quality", "geometry",
+                "corruption_engine")
 
 
 @dataclass(frozen=True)
@@ -218,6 +219,7 @@ def _code_identity() -> dict:
 
 def _new_manifest(layout: Layout, source: CleanSource, contents: SetContents, seed: int, limit: int | None) -> dict:
     from robustbench_pp._version import __version__
+    from robustbench_pp.corruptions import ENGINE_VERSION
 
     spec, source_indices = layout.spec, contents.source_indices
     return {
@@ -240,6 +242,7 @@ def _new_manifest(layout: Layout, source: CleanSource, contents: SetContents, se
             "layout": spec.layout,
             "geometry": spec.geometry,
             "jpeg_quality": layout.jpeg_quality,
+            "corruption_engine": ENGINE_VERSION,  # the corrupted bytes of a seed change when it does
             "index_offset": "source index of each image in the full clean test set",
         },
         "source": {"kind": spec.source, "root": str(source.root), "fingerprint": source.fingerprint(),

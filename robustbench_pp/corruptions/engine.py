@@ -42,7 +42,10 @@ def _as_torch_batch(images):
             raise ValueError(f"images must be uint8, got numpy dtype {images.dtype}; convert with images.astype(np.uint8)")
         if images.ndim != 4 or images.shape[-1] != 3:
             raise ValueError(f"a numpy batch must be N×H×W×3 (RGB, channels last), got shape {images.shape}")
-        batch, was_numpy = torch.from_numpy(np.ascontiguousarray(images)).permute(0, 3, 1, 2), True
+        array = np.ascontiguousarray(images)
+        if not array.flags.writeable:  # a read-only memmap: torch may not alias it
+            array = array.copy()
+        batch, was_numpy = torch.from_numpy(array).permute(0, 3, 1, 2), True
     elif isinstance(images, torch.Tensor):
         if images.dtype != torch.uint8:
             raise ValueError(f"images must be uint8, got torch dtype {images.dtype}")

@@ -4,8 +4,8 @@ For each corruption: the cifar preset at 32 px (batch 256 by default) and the im
 224 px (batch 64), each timed over severities 1..5 with our engine; the reference package
 (imagecorruptions, imagenet parameters: it has no cifar preset) times the same images one by one
 at the same size. Both sides first run every severity once untimed (tables, compilation, numba's
-cache). ``--threads N`` caps both sides: torch, OpenCV (the reference's blurs and warps) and the
-BLAS/OpenMP pools. The whole pass is the time of all 15 benchmark corruptions (severities 1..5)
+cache), and a full garbage collection precedes every timed loop. ``--threads N`` caps both
+sides: torch, OpenCV (the reference's blurs and warps) and the BLAS/OpenMP pools. The whole pass is the time of all 15 benchmark corruptions (severities 1..5)
 for one image: its ratio is what generating a data set costs. Prints a table with the load
 average and writes JSON.
 
@@ -16,6 +16,7 @@ average and writes JSON.
 from __future__ import annotations
 
 import argparse
+import gc
 import json
 import os
 import platform
@@ -56,6 +57,7 @@ def time_ours(images: np.ndarray, name: str, preset: str, batch: int, device: st
         corrupt(tensor[:1], name, severity, preset=preset)
     if device.startswith("cuda"):
         torch.cuda.synchronize()
+    gc.collect()  # a full collection (~0.2 s once numba is loaded) must not land in one side's timing
     start = time.perf_counter()
     for severity in SEVERITIES:
         for i in range(0, len(tensor), batch):
@@ -68,6 +70,7 @@ def time_ours(images: np.ndarray, name: str, preset: str, batch: int, device: st
 def time_reference(images: np.ndarray, name: str) -> float:
     for severity in SEVERITIES:  # warm-up (numba compiles glass blur)
         corrupt(images[:1], name, severity, backend="imagecorruptions")
+    gc.collect()
     start = time.perf_counter()
     for severity in SEVERITIES:
         corrupt(images, name, severity, backend="imagecorruptions")

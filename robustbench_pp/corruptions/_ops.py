@@ -47,8 +47,11 @@ class ImageRandomness:
             fill(image, g)
         return out
 
-    def _compiled(self) -> bool:
-        if self.device.type != "cpu" or not COMPILED_CPU_LOOPS:
+    def _compiled(self, shape, words_per_draw: int = 1) -> bool:
+        """Whether to draw in compiled code: on the CPU, and for draws large enough to repay
+        reading and writing each generator's state (small ones are faster in torch; the
+        numbers are the same either way)."""
+        if self.device.type != "cpu" or not COMPILED_CPU_LOOPS or words_per_draw * math.prod(shape) < COMPILED_MIN_WORDS:
             return False
         from robustbench_pp.corruptions import _mt19937
 
@@ -56,7 +59,7 @@ class ImageRandomness:
 
     def bits(self, shape, wide: bool = False) -> torch.Tensor:
         """Raw draws: int32 (one 32-bit draw each, top bit dropped) or, ``wide``, int64 (one 64-bit draw)."""
-        if self.generators and self._compiled():  # torch's stream, drawn in compiled code
+        if self.generators and self._compiled(shape, 2 if wide else 1):  # torch's stream, drawn in compiled code
             from robustbench_pp.corruptions import _mt19937
 
             return _mt19937.draw(self.generators, shape, "wide" if wide else "bits")
@@ -74,7 +77,7 @@ class ImageRandomness:
 
     def integers(self, low: int, high: int, shape, dtype=torch.int64) -> torch.Tensor:
         """Integers in [low, high) of shape N×shape (on the CPU drawn as int32: the same numbers)."""
-        if self.generators and 0 < high - low < 2**31 and self._compiled():
+        if self.generators and 0 < high - low < 2**31 and self._compiled(shape):
             from robustbench_pp.corruptions import _mt19937
 
             return _mt19937.draw(self.generators, shape, ("range", low, high - low)).to(dtype)
@@ -161,6 +164,10 @@ def _unit_to_uint8(y: torch.Tensor) -> torch.Tensor:
 #: Run the compiled CPU loops (``_cpu.py``) for CPU batches. False runs the torch kernels there
 #: too, as on other devices: the tests compare the two.
 COMPILED_CPU_LOOPS = True
+
+#: Per-image draws (32-bit words) below which torch's own ``random_`` is faster than the compiled
+#: stream (it costs ~16 us per generator to read and write the state; measured crossover ~4000).
+COMPILED_MIN_WORDS = 4096
 
 
 def use_compiled(images: torch.Tensor) -> bool:

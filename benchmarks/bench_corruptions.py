@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import argparse
 import gc
-import json
 import os
 import platform
 import statistics
@@ -33,6 +32,7 @@ if "--threads" in sys.argv[:-1]:  # thread pools read these when numpy/torch loa
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
+from _output import write_json  # noqa: E402  (benchmarks/_output.py)
 from robustbench_pp.corruptions import corrupt  # noqa: E402
 from robustbench_pp.names import ALL_CORRUPTIONS, CORRUPTIONS, SEVERITIES  # noqa: E402
 
@@ -162,10 +162,7 @@ def main(argv=None) -> int:
         "rows": rows,
         "summary": summary,
     }
-    tmp = args.out + ".tmp"
-    with open(tmp, "w") as fh:
-        json.dump(result, fh, indent=2)
-    os.replace(tmp, args.out)
+    write_json(args.out, result)
     print(f"wrote {args.out}")
     return 0
 

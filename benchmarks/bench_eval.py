@@ -23,7 +23,6 @@ Usage (CPU, this machine):
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import tempfile
 import time
@@ -32,6 +31,7 @@ from pathlib import Path
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
 import torch  # noqa: E402
+from _output import write_json  # noqa: E402  (benchmarks/_output.py)
 
 from robustbench_pp.datasets import balanced_subset, generate, open_corrupted  # noqa: E402
 from robustbench_pp.evaluate import EvalSettings, run_evaluation  # noqa: E402
@@ -126,7 +126,7 @@ def main() -> None:
     print("'in cells': the records' seconds (reading or corrupting, normalising, forward); 'around': model and data "
           "opening, fingerprint, planning, bootstrap and writing -- a fixed cost, smaller in share as cells grow.")
     if args.json:
-        Path(args.json).write_text(json.dumps({"rows": rows, "load_average": [load_before, load_after]}, indent=2))
+        write_json(args.json, {"rows": rows, "load_average": [load_before, load_after]})
 
 
 if __name__ == "__main__":

@@ -22,7 +22,6 @@ images/s of both, their ratio and the load average, and writes JSON.
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import platform
 import subprocess
@@ -35,6 +34,7 @@ from pathlib import Path
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
 import numpy as np  # noqa: E402
+from _output import write_json  # noqa: E402  (benchmarks/_output.py)
 
 # Ten real wnids (the photographs' classes do not matter: only the folder layout does).
 _WNIDS = ("n01440764", "n01443537", "n01484850", "n01491361", "n01494475",
@@ -172,10 +172,7 @@ def main(argv=None) -> int:
     print(f"rbpp generate imagenet-c: {ours:7.1f} s  {images / ours:7.0f} images/s   ({line})")
     print(f"imagecorruptions:         {reference:7.1f} s  {images / reference:7.0f} images/s")
     print(f"ratio: {reference / ours:.1f}x")
-    tmp = args.out + ".tmp"
-    with open(tmp, "w") as handle:
-        json.dump(result, handle, indent=2)
-    os.replace(tmp, args.out)
+    write_json(args.out, result)
     print(f"wrote {args.out}")
     return 0
 

@@ -22,7 +22,6 @@ runs in the test suite in under a minute; the full check is sized for one GPU in
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import pickle
 import platform
@@ -37,6 +36,7 @@ from pathlib import Path
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
 import numpy as np  # noqa: E402
+from _output import write_json  # noqa: E402  (benchmarks/_output.py)
 import torch  # noqa: E402
 
 FULL = {"kernel_images_224": 64, "kernel_images_32": 1000, "cpu_images_224": 16, "cpu_images_32": 256,
@@ -191,9 +191,7 @@ def main(argv=None) -> int:
     target = out / "gpu_check.json"
 
     def save() -> None:
-        tmp = target.with_suffix(".json.tmp")
-        tmp.write_text(json.dumps(summary, indent=2))
-        os.replace(tmp, target)
+        write_json(target, summary)
 
     def step(name, fn) -> None:
         start = time.perf_counter()

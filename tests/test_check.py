@@ -137,20 +137,8 @@ def test_negative_tolerance_is_refused():
 
 
 def test_ci_aware_mean_error_uses_the_bootstrap_of_per_image_results(tmp_path):
-    import numpy as np
-
-    from robustbench_pp.results.schema import encode_correct_mask
-
-    def with_bits(records):
-        out = []
-        for r in records:
-            correct = np.zeros(r.n_total, dtype=bool)
-            correct[: r.n_correct] = True
-            out.append(dataclasses.replace(r, extra={"correct_bits": encode_correct_mask(correct)}))
-        return out
-
     # 100 images per cell: the bootstrap interval of the mean error is a few points wide.
-    reference = _write(tmp_path / "reference.jsonl", with_bits(full_run(error_of=_error, n_total=100)))
+    reference = _write(tmp_path / "reference.jsonl", _with_bits(full_run(error_of=_error, n_total=100)))
     drifted = _write(tmp_path / "drifted.jsonl", full_run(error_of=lambda c, s: _error(c, s) + 0.015, n_total=100))
     assert _check(drifted, "--against", reference).exit_code == REGRESSION
     assert _check(drifted, "--against", reference, "--ci-aware").exit_code == OK

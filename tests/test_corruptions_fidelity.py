@@ -12,7 +12,6 @@ from __future__ import annotations
 import functools
 import io
 import math
-import warnings
 
 import numpy as np
 import pytest

@@ -19,7 +19,7 @@ from click.testing import CliRunner
 from _records import rich_record
 from robustbench_pp import results
 from robustbench_pp.cli import main
-from robustbench_pp.results import CellRecord, ResultsFileError, TornLineWarning
+from robustbench_pp.results import ResultsFileError, TornLineWarning
 from robustbench_pp.results.lines import SIGNATURE, encode
 
 CK = Path(__file__).resolve().parents[1] / "results" / "reference" / "ci-model" / "model.json"

@@ -172,7 +172,12 @@ COMPILED_MIN_WORDS = 4096
 
 def use_compiled(images: torch.Tensor) -> bool:
     """Whether a kernel should run its compiled CPU loop on this batch."""
-    return COMPILED_CPU_LOOPS and images.device.type == "cpu" and levels_survive_round_trip()
+    return compiled_on(images.device)
+
+
+def compiled_on(device: torch.device) -> bool:
+    """Whether the compiled CPU loops serve batches on ``device``."""
+    return COMPILED_CPU_LOOPS and torch.device(device).type == "cpu" and levels_survive_round_trip()
 
 
 @lru_cache(maxsize=1)
@@ -377,7 +382,7 @@ def _motion_blur_gather(x, taps, dy, dx, inside):
 def plasma_fractal(rng: ImageRandomness, mapsize: int, wibble_decay: float) -> torch.Tensor:
     """Diamond-square height maps N×mapsize×mapsize in [0, 1] (the ImageNet-C fog field)."""
     n = len(rng.generators)
-    if use_compiled(torch.empty(0, device=rng.device)):  # one draw per image, one compiled loop
+    if compiled_on(rng.device):  # one draw per image, one compiled loop
         from robustbench_pp.corruptions import _cpu
 
         levels = [mapsize >> k for k in range(mapsize.bit_length()) if mapsize >> k >= 2]

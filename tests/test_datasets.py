@@ -21,10 +21,11 @@ from robustbench_pp.datasets import (
 from robustbench_pp.datasets.clean import resize_shorter_center_crop
 from robustbench_pp.datasets.sources import list_imagenet_val, read_val_ground_truth
 from robustbench_pp.names import ALL_CORRUPTIONS
-from test_datasets_support import (  # noqa: F401  (fashion_root, synthetic_fashion_mnist: fixtures)
+from test_datasets_support import (  # noqa: F401  (fashion_root, private_hash_cache, synthetic_fashion_mnist: fixtures)
     WNIDS,
     fashion_images,
     fashion_root,
+    private_hash_cache,
     released_block,
     synthetic_fashion_mnist,
     tiny_cifar_spec,
@@ -38,11 +39,7 @@ COUNT = 300
 CORRUPTIONS = ("gaussian_noise", "fog")
 
 
-@pytest.fixture(autouse=True)
-def _private_hash_cache(tmp_path, monkeypatch, synthetic_fashion_mnist):
-    """Keep the sha256 cache of released files out of the user's ~/.cache; fashion-mnist-c's
-    clean source is the synthetic Fashion-MNIST."""
-    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+pytestmark = pytest.mark.usefixtures("private_hash_cache")
 
 
 @pytest.fixture(scope="module")

@@ -37,6 +37,14 @@ def synthetic_fashion_mnist(fashion_root, monkeypatch) -> Path:
     return fashion_root
 
 
+@pytest.fixture
+def private_hash_cache(tmp_path, monkeypatch, synthetic_fashion_mnist):
+    """Keep the sha256 cache of released files out of the user's ~/.cache; fashion-mnist-c's
+    clean source is the synthetic Fashion-MNIST. Modules that generate or open data sets use it
+    for every test: ``pytestmark = pytest.mark.usefixtures("private_hash_cache")``."""
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+
+
 def fashion_images(root: Path, count: int = 300):
     """The first ``count`` test images of the Fashion-MNIST folder ``root`` as 32×32 RGB."""
     images, labels = load_fashion_mnist(root, split="test")

@@ -14,17 +14,16 @@ from robustbench_pp import results
 from robustbench_pp.cli import main
 from robustbench_pp.datasets import generate
 from robustbench_pp.evaluate import EvalSettings, EvaluationError, run_evaluation
-from test_datasets_support import (  # noqa: F401  (fashion_root, synthetic_fashion_mnist: fixtures)
+from test_datasets_support import (  # noqa: F401  (fashion_root, private_hash_cache, synthetic_fashion_mnist: fixtures)
     fashion_root,
+    private_hash_cache,
     synthetic_fashion_mnist,
     tiny_imagenet_spec,
     write_imagenet_folder,
 )
 
 
-@pytest.fixture(autouse=True)
-def _private_hash_cache(tmp_path, monkeypatch, synthetic_fashion_mnist):
-    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+pytestmark = pytest.mark.usefixtures("private_hash_cache")
 
 
 def _on_the_fly(**changes) -> EvalSettings:

@@ -17,9 +17,10 @@ from click.testing import CliRunner
 from robustbench_pp.datasets import ManifestError, balanced_subset, generate, open_corrupted
 from robustbench_pp.datasets.layouts import PARTIAL_DIR
 from robustbench_pp.datasets.manifest import read_manifest
-from test_datasets_support import (  # noqa: F401  (fashion_root, synthetic_fashion_mnist: fixtures)
+from test_datasets_support import (  # noqa: F401  (fashion_root, private_hash_cache, synthetic_fashion_mnist: fixtures)
     WNIDS,
     fashion_root,
+    private_hash_cache,
     synthetic_fashion_mnist,
     tiny_imagenet_spec,
     write_imagenet_folder,
@@ -31,11 +32,7 @@ def _cell(data, corruption, severity, indices=None):
     return torch.cat(images)
 
 
-@pytest.fixture(autouse=True)
-def _private_hash_cache(tmp_path, monkeypatch, synthetic_fashion_mnist):
-    """Keep the sha256 cache of released files out of the user's ~/.cache; fashion-mnist-c's
-    clean source is the synthetic Fashion-MNIST."""
-    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+pytestmark = pytest.mark.usefixtures("private_hash_cache")
 
 
 def test_balanced_subset_is_seeded_and_class_balanced():

@@ -22,14 +22,12 @@ from robustbench_pp.cli import main
 from robustbench_pp.datasets import generate, open_corrupted
 from robustbench_pp.datasets.manifest import read_manifest
 from robustbench_pp.fileio import LockedError
-from test_datasets_support import fashion_root, synthetic_fashion_mnist  # noqa: F401  (fixtures)
+from test_datasets_support import fashion_root, private_hash_cache, synthetic_fashion_mnist  # noqa: F401  (fixtures)
 
 SMALL = dict(corruptions=["brightness"], severities=[1], limit=50, progress=False)
 
 
-@pytest.fixture(autouse=True)
-def _private_hash_cache(tmp_path, monkeypatch, synthetic_fashion_mnist):
-    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+pytestmark = pytest.mark.usefixtures("private_hash_cache")
 
 
 def _env(**extra) -> dict:

@@ -14,17 +14,16 @@ from click.testing import CliRunner
 from robustbench_pp.cli import main
 from robustbench_pp.datasets import ManifestError, generate, open_corrupted
 from robustbench_pp.datasets.manifest import SAMPLE_BYTES, SAMPLE_CHUNKS, read_manifest, write_manifest
-from test_datasets_support import (  # noqa: F401  (fashion_root, synthetic_fashion_mnist: fixtures)
+from test_datasets_support import (  # noqa: F401  (fashion_root, private_hash_cache, synthetic_fashion_mnist: fixtures)
     fashion_root,
+    private_hash_cache,
     synthetic_fashion_mnist,
     tiny_imagenet_spec,
     write_imagenet_folder,
 )
 
 
-@pytest.fixture(autouse=True)
-def _private_hash_cache(tmp_path, monkeypatch, synthetic_fashion_mnist):
-    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+pytestmark = pytest.mark.usefixtures("private_hash_cache")
 
 
 @pytest.fixture

@@ -107,11 +107,15 @@ def preallocate(fd: int, size: int, path: str | os.PathLike) -> None:
     except OSError as exc:
         if exc.errno not in (errno.EOPNOTSUPP, errno.EINVAL, errno.ENOSYS):
             raise _os_error(exc.errno, f"cannot reserve {size / 1e6:.1f} MB for {path}: {exc.strerror}") from None
-        # No fallocate on this filesystem: write the zeros ourselves (same guarantee).
-        zeros = bytes(_CHUNK)
-        for offset in range(os.fstat(fd).st_size // _CHUNK * _CHUNK, size, _CHUNK):
+        # No fallocate on this filesystem: write every block ourselves (same guarantee). The
+        # bytes already in the file are written back as they are (a resumed file keeps its
+        # data; its holes get backed), zeros beyond its end.
+        current = os.fstat(fd).st_size
+        for offset in range(0, size, _CHUNK):
+            length = min(_CHUNK, size - offset)
             try:
-                os.pwrite(fd, zeros[: min(_CHUNK, size - offset)], offset)
+                kept = os.pread(fd, length, offset) if offset < current else b""
+                os.pwrite(fd, kept + bytes(length - len(kept)), offset)
             except OSError as error:
                 raise _os_error(error.errno, f"cannot reserve {size / 1e6:.1f} MB for {path}: "
                                 f"{error.strerror}") from None

@@ -4,6 +4,7 @@ checked before any work, and damaged data met mid-run is one line that leaves no
 from __future__ import annotations
 
 import os
+import re
 import subprocess
 
 import pytest
@@ -66,6 +67,15 @@ def test_cli_output_under_a_regular_file_fails_before_any_cell(tmp_path):
     result = _evaluate_cli("--device", "cpu", "--out", str(blocker / "r.jsonl"))
     assert result.exit_code == 1, result.output
     assert result.output.strip() == f"Error: cannot create the folder {blocker}: {blocker} is a file, not a folder"
+    assert blocker.read_text() == "mine\n"
+
+
+def test_api_output_under_a_regular_file_is_an_evaluation_error(tmp_path):
+    blocker = tmp_path / "afile"
+    blocker.write_text("mine\n")
+    message = f"cannot create the folder {blocker / 'sub'}: {blocker} is a file, not a folder"
+    with pytest.raises(EvaluationError, match=re.escape(message)):
+        run_evaluation(_on_the_fly(limit=10), out=blocker / "sub" / "r.jsonl")
     assert blocker.read_text() == "mine\n"
 
 

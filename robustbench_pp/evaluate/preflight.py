@@ -34,23 +34,33 @@ def check_settings(settings) -> None:
         arguments.resolve_device(settings.device)
 
 
+def check_output_folder(out: Path | None) -> None:
+    """Refuse an output folder that cannot be created or written (before its lock is taken:
+    the lock file lives there).
+
+    Raises:
+        EvaluationError: naming the folder.
+    """
+    if out is not None:
+        with as_evaluation_error():
+            writable_folder(out.parent)
+
+
 def check_output(out: Path | None, resume: bool) -> bool:
-    """Refuse to overwrite or mix into an existing results file unless resuming it, and an
-    output folder that cannot be written.
+    """Refuse to overwrite or mix into an existing results file unless resuming it (under the
+    results file's lock, so that two runs cannot both find it absent).
 
     Returns:
         Whether this run creates the file (it holds no record yet).
 
     Raises:
-        EvaluationError: naming the file or the folder.
+        EvaluationError: naming the file.
     """
     if out is None:
         return False
     exists = out.exists() and out.stat().st_size > 0
     if exists and not resume:
         raise EvaluationError(f"{out} already exists: pass `resume` to continue it, or choose another `out`")
-    with as_evaluation_error():
-        writable_folder(out.parent)
     return not exists
 
 

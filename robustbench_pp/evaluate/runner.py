@@ -36,7 +36,7 @@ from robustbench_pp.evaluate.engine import CellOutcome, Forward, evaluate_cell, 
 from robustbench_pp.evaluate.errors import EvaluationError
 from robustbench_pp.evaluate.errors import as_evaluation_error as _as_evaluation_error
 from robustbench_pp.evaluate.model import build_model, ready_model
-from robustbench_pp.evaluate.preflight import check_output, check_settings, data_errors
+from robustbench_pp.evaluate.preflight import check_output, check_output_folder, check_settings, data_errors
 from robustbench_pp.metrics.bootstrap import bootstrap_error_ci
 from robustbench_pp.names import ALL_CORRUPTIONS, CLEAN, CLEAN_SEVERITY, DEFAULT_PROTOCOL, PROTOCOLS
 
@@ -397,6 +397,7 @@ def run_evaluation(
     """
     out = Path(out) if out is not None else None
     check_settings(settings)
+    check_output_folder(out)
     # The writing rank holds `out` from the existence check to the last record: a second run on
     # the same file fails at once instead of recording cells twice or interleaving its own.
     with results.writer_lock(out if partition.is_writer else None):

@@ -368,20 +368,25 @@ def catalog(pattern: str | None = None, *, stem: str = "cifar") -> list[CatalogE
     for name, point in sorted(entry_points().items()):
         if (pattern is None or fnmatch.fnmatch(name, pattern)) and name not in registered:
             entries.append(CatalogEntry(name, f"entry point of {_distribution(point)}", target=point.value))
-    for family, names in family_models().items():
-        if pattern and pattern.startswith(f"{family}/"):
-            entries += [CatalogEntry(f"{family}/{n}", family) for n in names if fnmatch.fnmatch(f"{family}/{n}", pattern)]
+    family = next((f for f in FAMILIES if pattern and pattern.startswith(f"{f}/")), None)
+    if family is not None:  # only then import the family's package (timm takes seconds)
+        names = family_models(family).get(family, [])
+        entries += [CatalogEntry(f"{family}/{n}", family) for n in names if fnmatch.fnmatch(f"{family}/{n}", pattern)]
     return entries
 
 
-def family_models() -> dict[str, list[str]]:
-    """The architectures of torchvision and (when installed) timm, by family."""
-    import torchvision
+def family_models(family: str | None = None) -> dict[str, list[str]]:
+    """The architectures of torchvision and (when installed) timm, by family; only ``family``'s
+    when given."""
+    out = {}
+    if family in (None, "torchvision"):
+        import torchvision
 
-    out = {"torchvision": list(torchvision.models.list_models(module=torchvision.models))}
-    try:
-        import timm
-    except ImportError:
-        return out
-    out["timm"] = list(timm.list_models())
+        out["torchvision"] = list(torchvision.models.list_models(module=torchvision.models))
+    if family in (None, "timm"):
+        try:
+            import timm
+        except ImportError:
+            return out
+        out["timm"] = list(timm.list_models())
     return out

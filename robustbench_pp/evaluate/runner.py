@@ -251,10 +251,7 @@ def _forward_and_batch_size(settings: EvalSettings, inputs: _Inputs) -> tuple[Fo
     batch_size = settings.batch_size
     if batch_size == "auto":
         batch_size = find_batch_size(forward, inputs.resize_to or inputs.data.spec.image_size)
-    batch_size = int(batch_size)
-    if batch_size < 1:
-        raise EvaluationError(f"`batch_size` must be positive or 'auto', got {batch_size}")
-    return forward, batch_size
+    return forward, int(batch_size)  # check_settings refused anything but a whole number or "auto"
 
 
 def _provenance(settings: EvalSettings, inputs: _Inputs, batch_size: int, partition: Partition,

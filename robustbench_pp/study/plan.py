@@ -266,7 +266,7 @@ def _reference_args(study: Study, grid: list[Run]) -> list[str]:
         return []
     if reference.startswith(PUBLISHED_PREFIX):
         return [flag("reference"), reference[len(PUBLISHED_PREFIX):]]
-    chosen = next((r for r in grid if reference in (r.entry.get("label"), r.name) and r.augment == "none"), None)
+    chosen = _run_of(grid, reference)
     if chosen is None:
         return [flag("reference"), reference]
     return [a for e in study.evaluate for a in (flag("reference"), str(results_file(study, chosen, e.get("dataset"))))]

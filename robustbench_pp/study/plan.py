@@ -234,9 +234,9 @@ def _evaluate_step(study: Study, run: Run, entry: Entry, cache: dict) -> Step:
         args += [flag("checkpoint"), run.checkpoint]
     if run.entry.get("factory") or (run.name and not run.trained_here):
         args += [flag("model"), run.entry.get("factory") or run.name]
-    values = dict(entry.values)
-    if "data_root" not in values and evaluation_root(study, entry):
-        values["data_root"] = evaluation_root(study, entry)
+    values, root = dict(entry.values), evaluation_root(study, entry)
+    if "data_root" not in values and root:
+        values["data_root"] = root
     args += [flag("dataset"), dataset, *_options(values, "evaluate", skip=("dataset", "processes")), flag("out"),
              str(out), flag("quiet")]
     processes = entry.get("processes", 1)

@@ -161,6 +161,36 @@ def test_the_paper_grid_dry_run_lists_twelve_trainings(monkeypatch):
     assert cifar.exit_code == 0 and cifar.output.count(" train ") == 13  # 12 + the AlexNet normaliser
 
 
+def test_a_reference_named_by_run_label_gets_that_runs_results_file_in_the_report(workdir):
+    from robustbench_pp.study import build_plan, load_study
+
+    study = _write(workdir / "tiny.toml", study_extra='augmentations = ["none", "augmix"]',
+                   replace=[('reference = "alexnet"', 'reference = "resnet18-augmix"')])
+    reports = [s for s in build_plan(load_study(study, strict=False)) if s.args[0] == "report"]
+    assert len(reports) == 2
+    for step in reports:
+        position = step.args.index("--reference")
+        assert step.args[position + 1] == "results/tiny/resnet18-augmix__fashion-mnist-c.jsonl", step.args
+
+
+def test_the_study_command_builds_its_plan_once(workdir, monkeypatch):
+    import robustbench_pp.study as package
+    from robustbench_pp.study import plan
+
+    executing = sys.modules["robustbench_pp.study.execute"]
+    built = []
+
+    def counted(study):
+        built.append(study)
+        return plan.build_plan(study)
+
+    for module in (package, executing):
+        monkeypatch.setattr(module, "build_plan", counted)
+    result = CliRunner().invoke(main, ["study", str(_write(workdir / "tiny.toml")), "--report-only"])
+    assert result.exit_code == 1 and "not done yet" in result.output, result.output
+    assert len(built) == 1
+
+
 def _files(work: Path) -> dict[str, str]:
     out = {}
     for path in sorted((work / "results").rglob("*")):

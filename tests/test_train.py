@@ -230,6 +230,12 @@ def test_recipe_defaults_resolve():
         TrainConfig(model="resnet81", out="u").resolved()
 
 
+@pytest.mark.parametrize("name, value", [("epochs", 2.5), ("batch_size", True), ("threads", 1.5), ("workers", -1)])
+def test_counts_that_are_not_whole_numbers_are_refused(name, value):
+    with pytest.raises(ValueError, match=f"`{name}` must be a whole number"):
+        TrainConfig(model="resnet18", out="u", **{name: value}).resolved()
+
+
 def test_dataset_errors_name_the_fix(tmp_path):
     from robustbench_pp.datasets.sources import SourceError
     from robustbench_pp.train import load_dataset

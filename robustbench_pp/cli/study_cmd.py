@@ -109,7 +109,7 @@ def study(study_file: str, dry_run: bool, shard, report_only: bool) -> None:
     Every step is an ordinary rbpp command, printed before it runs; a second run does only what
     is missing (interrupted steps resume) and renders the report again.
     """
-    from robustbench_pp.study import execute, load_study, plan_steps
+    from robustbench_pp.study import build_plan, execute, load_study, plan_steps
 
     if shard is not None and report_only:
         raise click.UsageError("--shard and --report-only exclude each other")
@@ -120,8 +120,9 @@ def study(study_file: str, dry_run: bool, shard, report_only: bool) -> None:
         if dry_run:
             _print_plan(loaded, plan_steps(loaded, shard, report_only))
             return
-        _check_commands(loaded, plan_steps(loaded, shard, report_only))
-        outcome = execute(loaded, _run_step, shard=shard, report_only=report_only, on_skip=_skipped)
+        everything = build_plan(loaded)  # once: it opens every data set and reads every results file and card
+        _check_commands(loaded, plan_steps(loaded, shard, report_only, everything))
+        outcome = execute(loaded, _run_step, shard=shard, report_only=report_only, on_skip=_skipped, plan=everything)
     minutes = (time.monotonic() - started) / 60
     summary = f"study {loaded.name}: {len(outcome.ran)} command(s) run, {len(outcome.done)} step(s) already done"
     if outcome.blocked:

@@ -17,6 +17,7 @@ from typing import Callable, ClassVar, Iterator
 
 import numpy as np
 
+from robustbench_pp.arguments import whole_number
 from robustbench_pp.datasets.clean import CleanSource
 
 CORRUPT_ON = ("auto", "host", "device")
@@ -156,9 +157,7 @@ def load_batches(reader: Callable, labels: np.ndarray, chunks: list[np.ndarray],
     """
     import torch
 
-    num_workers = _worker_count(reader, chunks, options)
-    if isinstance(num_workers, bool) or not isinstance(num_workers, int) or num_workers < 0:
-        raise ValueError(f"`num_workers` must be a whole number of at least 0, got {num_workers!r}")
+    num_workers = whole_number("num_workers", _worker_count(reader, chunks, options), minimum=0)
     device = torch.device(options.device)
     if options.corrupt_on not in CORRUPT_ON:
         raise ValueError(f"`corrupt_on` must be 'auto', 'host' or 'device', got {options.corrupt_on!r}")

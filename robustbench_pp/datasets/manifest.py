@@ -296,15 +296,6 @@ def check_recorded_file(folder: Path, relpath: str, entry: dict) -> None:
                             f"{folder / MANIFEST_NAME}")
 
 
-def recorded_file_intact(folder: Path, relpath: str, entry: dict) -> bool:
-    """:func:`check_recorded_file` as a yes/no (resuming forgets files that fail it)."""
-    try:
-        check_recorded_file(folder, relpath, entry)
-    except (ManifestError, OSError):
-        return False
-    return True
-
-
 def verify_entry(folder: Path, relpath: str, entry: dict) -> None:
     """Check one manifest entry's size and full sha256 against the file (reads every byte).
 

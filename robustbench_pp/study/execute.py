@@ -48,7 +48,8 @@ def plan_steps(study: Study, shard: tuple[int, int] | None = None, report_only: 
 
 
 def execute(study: Study, run_command: Callable[[Step], None], *, shard: tuple[int, int] | None = None,
-            report_only: bool = False, on_skip: Callable[[Step], None] | None = None) -> Outcome:
+            report_only: bool = False, on_skip: Callable[[Step], None] | None = None,
+            plan: list[Step] | None = None) -> Outcome:
     """Run the pending steps of ``study`` (a shard of them, or only the report).
 
     Args:
@@ -59,11 +60,13 @@ def execute(study: Study, run_command: Callable[[Step], None], *, shard: tuple[i
             still has to generate is skipped as blocked.
         report_only: only render the report; every other step must be done.
         on_skip: told about each step that is skipped (done or blocked).
+        plan: the study's whole plan (:func:`~robustbench_pp.study.plan.build_plan`) when the
+            caller has just built it; built here otherwise.
 
     Raises:
         StudyError: ``report_only`` while steps are still pending.
     """
-    everything = build_plan(study)
+    everything = build_plan(study) if plan is None else plan
     if report_only:
         pending = [s for s in everything if s.kind != "report" and s.status != DONE]
         if pending:

@@ -234,9 +234,9 @@ def _evaluate_step(study: Study, run: Run, entry: Entry, cache: dict) -> Step:
         args += [flag("checkpoint"), run.checkpoint]
     if run.entry.get("factory") or (run.name and not run.trained_here):
         args += [flag("model"), run.entry.get("factory") or run.name]
-    values = dict(entry.values)
-    if "data_root" not in values and evaluation_root(study, entry):
-        values["data_root"] = evaluation_root(study, entry)
+    values, root = dict(entry.values), evaluation_root(study, entry)
+    if "data_root" not in values and root:
+        values["data_root"] = root
     args += [flag("dataset"), dataset, *_options(values, "evaluate", skip=("dataset", "processes")), flag("out"),
              str(out), flag("quiet")]
     processes = entry.get("processes", 1)
@@ -266,7 +266,7 @@ def _reference_args(study: Study, grid: list[Run]) -> list[str]:
         return []
     if reference.startswith(PUBLISHED_PREFIX):
         return [flag("reference"), reference[len(PUBLISHED_PREFIX):]]
-    chosen = next((r for r in grid if reference in (r.entry.get("label"), r.name) and r.augment == "none"), None)
+    chosen = _run_of(grid, reference)
     if chosen is None:
         return [flag("reference"), reference]
     return [a for e in study.evaluate for a in (flag("reference"), str(results_file(study, chosen, e.get("dataset"))))]

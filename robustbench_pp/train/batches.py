@@ -86,8 +86,7 @@ def training_views(batch_uint8: torch.Tensor, config: TrainConfig) -> list[torch
     if augment == "augmix":  # with JSD
         return [clean, uint8_aug(cropped).float() / 255, uint8_aug(cropped).float() / 255]
     if augment == "prime":
-        views = [aug.prime(clean), aug.prime(clean)] if config.jsd else [aug.prime(clean)]
-        return [clean, *views] if config.jsd else views
+        return _prime_views(clean, config.jsd, "cifar")
     return [clean]
 
 

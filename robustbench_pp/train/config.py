@@ -5,6 +5,7 @@ from __future__ import annotations
 import dataclasses
 from dataclasses import dataclass
 
+from robustbench_pp.arguments import whole_number
 from robustbench_pp.models import get_card
 from robustbench_pp.train.data import DATASETS, input_size_of
 from robustbench_pp.train.recipes import AUGMENTATIONS, LR_SCALE_BY_ARCHITECTURE, RECIPES, SCHEDULES
@@ -66,9 +67,7 @@ class TrainConfig:
         if self.dataset not in DATASETS:
             raise ValueError(f"unknown dataset {self.dataset!r}; choose one of {', '.join(DATASETS)}")
         for name in ("epochs", "threads", "batch_size", "workers"):
-            value, least = getattr(self, name), 0 if name == "workers" else 1
-            if value is not None and value < least:
-                raise ValueError(f"`{name}` must be at least {least}, got {value}")
+            whole_number(name, getattr(self, name), minimum=0 if name == "workers" else 1, optional=True)
         recipe = RECIPES[self.recipe]
         defaults = recipe.defaults_for(self.dataset)
         stem = self.stem or ("imagenet" if input_size_of(self.dataset) == 224 else "cifar")

@@ -87,17 +87,6 @@ def leave(ranks: Ranks) -> None:
         dist.destroy_process_group()
 
 
-def all_agree(ranks: Ranks, ok: bool) -> bool:
-    """True when ``ok`` holds on every rank (one all-reduce; a single process returns ``ok``)."""
-    if ranks.world == 1:
-        return ok
-    flag = torch.tensor([0 if ok else 1], dtype=torch.int64)
-    if dist.get_backend() == "nccl":
-        flag = flag.cuda()
-    dist.all_reduce(flag)
-    return int(flag.item()) == 0
-
-
 class _SumOverRanks(torch.autograd.Function):
     """All-reduce (sum) whose backward all-reduces the gradient: each rank's statistics feed every rank's loss."""
 

@@ -75,6 +75,16 @@ def _temperature_range(side: int, cut: torch.Tensor) -> tuple[torch.Tensor, torc
     return t_min, torch.maximum(t_min, t_max)
 
 
+def _warp(images: torch.Tensor, dx: torch.Tensor, dy: torch.Tensor) -> torch.Tensor:
+    """``images`` resampled at (x − dx, y − dy): bilinear, border clamped; dx, dy are N×H×W or one H×W field."""
+    n, c, h, w = images.shape
+    ys, xs = torch.meshgrid(torch.arange(h, device=images.device), torch.arange(w, device=images.device), indexing="ij")
+    src_x = (xs - dx).clamp(0, w - 1)
+    src_y = (ys - dy).clamp(0, h - 1)
+    grid = torch.stack([src_x / (w - 1) * 2 - 1, src_y / (h - 1) * 2 - 1], dim=-1).to(images.dtype)
+    return F.grid_sample(images, grid.expand(n, h, w, 2), mode="bilinear", padding_mode="border", align_corners=True)
+
+
 def prime_diffeomorphism(images: torch.Tensor, cut_min: int = 2, cut_max: int = 100) -> torch.Tensor:
     """Spatial primitive: warp by a random smooth displacement field (max-entropy diffeomorphism).
 
@@ -101,12 +111,7 @@ def prime_diffeomorphism(images: torch.Tensor, cut_min: int = 2, cut_max: int = 
     for _ in range(2):
         coeff = torch.randn(n, cut_max, cut_max, device=device) * energy
         fields.append(torch.einsum("bij,xi,yj->byx", coeff, modes, modes) * (temperature.sqrt() * w)[:, None, None])
-    dx, dy = fields
-    ys, xs = torch.meshgrid(torch.arange(h, device=device), torch.arange(w, device=device), indexing="ij")
-    src_x = (xs[None] - dx).clamp(0, w - 1)
-    src_y = (ys[None] - dy).clamp(0, h - 1)
-    grid = torch.stack([src_x / (w - 1) * 2 - 1, src_y / (h - 1) * 2 - 1], dim=-1).to(images.dtype)
-    return F.grid_sample(images, grid, mode="bilinear", padding_mode="border", align_corners=True)
+    return _warp(images, *fields)
 
 
 PRIME_PRIMITIVES = (prime_random_filter, prime_smooth_color, prime_diffeomorphism)
@@ -180,11 +185,7 @@ def batch_diffeomorphism(images: torch.Tensor, cut_min: int = 2, cut_max: int = 
     modes = torch.sin(math.pi * torch.linspace(0, 1, w, device=device)[:, None] * k[None, :])  # side×cut
     dx, dy = ((modes @ (torch.randn(cut, cut, device=device) * energy) @ modes.t()).t() * math.sqrt(temperature) * w
               for _ in range(2))
-    ys, xs = torch.meshgrid(torch.arange(h, device=device), torch.arange(w, device=device), indexing="ij")
-    src_x = (xs - dx).clamp(0, w - 1)
-    src_y = (ys - dy).clamp(0, h - 1)
-    grid = torch.stack([src_x / (w - 1) * 2 - 1, src_y / (h - 1) * 2 - 1], dim=-1).to(images.dtype)
-    return F.grid_sample(images, grid.expand(n, h, w, 2), mode="bilinear", padding_mode="border", align_corners=True)
+    return _warp(images, dx, dy)
 
 
 @dataclass(frozen=True)
@@ -197,7 +198,6 @@ class PrimeConfig:
     max_depth: int = 3  # primitives per chain: uniform in 1..max_depth
 
 
-PRIME_PRIMITIVES = (prime_random_filter, prime_smooth_color, prime_diffeomorphism)
 PRIME_CONFIGS = {
     "cifar": PrimeConfig("cifar", PRIME_PRIMITIVES),
     "imagenet": PrimeConfig("imagenet", (batch_random_filter, batch_smooth_color, batch_diffeomorphism)),

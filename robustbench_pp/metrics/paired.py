@@ -32,6 +32,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from robustbench_pp.metrics.core import _reference_sum, _require
 from robustbench_pp.names import ALL_CORRUPTIONS, CLEAN, CLEAN_SEVERITY, CORRUPTIONS, SEVERITIES
 
 Cell = tuple[str, int]
@@ -203,13 +204,10 @@ def _matrix(masks: Mapping[Cell, np.ndarray], what: str, cells: Sequence[Cell] |
 
 def _reference_sums(reference) -> np.ndarray:
     """Σ_s E^ref per benchmark corruption, from 5 errors or an average each."""
-    missing = [c for c in CORRUPTIONS if c not in reference]
-    if missing:
-        raise ValueError(f"`reference` lacks {', '.join(missing)}")
+    _require(reference, CORRUPTIONS, "`reference`")
     sums = []
     for name in CORRUPTIONS:
-        value = reference[name]
-        total = len(SEVERITIES) * float(value) if np.isscalar(value) else float(np.sum(value))
+        total = _reference_sum(reference[name], f"`reference` {name}")
         if not total > 0:
             raise ValueError(f"`reference` {name}: its errors sum to {total:g}; mCE needs a positive denominator")
         sums.append(total)

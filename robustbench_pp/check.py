@@ -32,7 +32,7 @@ from dataclasses import dataclass
 
 from robustbench_pp.metrics import mean_corruption_error, unnormalized_mean_error
 from robustbench_pp.names import CLEAN, CORRUPTIONS, DEFAULT_PROTOCOL
-from robustbench_pp.results import ALEXNET_REFERENCE, RunTable, is_imagenet_c, mean_error_intervals
+from robustbench_pp.results import ALEXNET_REFERENCE, RunTable, default_reference, is_imagenet_c, mean_error_intervals
 from robustbench_pp.results.pairing import RunComparison, compare_runs_paired, pairing_problems
 
 OK, REGRESSION, INCOMPARABLE = 0, 1, 2
@@ -255,7 +255,7 @@ def _aggregate_findings(results: RunTable, reference: RunTable, tolerances: Tole
         return [], 0
     intervals = {}
     if tolerances.ci_aware:
-        intervals = mean_error_intervals(reference, ALEXNET_REFERENCE if is_imagenet_c(reference.dataset) else None)
+        intervals = mean_error_intervals(reference, default_reference(reference.dataset))
     old = {key: value for key, value in _aggregates(reference).items() if key not in skip}
     new = _aggregates(results)
     findings = [_finding(what, value, new[key][1], tolerances.mce, intervals.get(key), _aggregate_evidence(paired, key))
@@ -265,7 +265,7 @@ def _aggregate_findings(results: RunTable, reference: RunTable, tolerances: Tole
 
 def _paired(results: RunTable, reference: RunTable) -> RunComparison:
     """The new run against the reference, image by image (the reference is A, the new run B)."""
-    normaliser = ALEXNET_REFERENCE if is_imagenet_c(reference.dataset) else None
+    normaliser = default_reference(reference.dataset)
     return compare_runs_paired(reference, results, reference=normaliser, alpha=0.05)
 
 

@@ -180,6 +180,11 @@ def _find_baseline(tables: Sequence[RunTable], name: str, dataset: str) -> RunTa
     return matches[0] if matches else None
 
 
+def _reference_note(dataset: str, reference: Reference | None) -> str:
+    """The note of a dataset's rows: what normalises their mCE, or why nothing does."""
+    return f"mCE and relative mCE are normalised by {reference.name}" if reference is not None else no_reference_note(dataset)
+
+
 def measured_rows(
     tables: Sequence[RunTable],
     references: Mapping[str, Reference | None],
@@ -219,11 +224,7 @@ def measured_rows(
     notes: dict[str, list[str]] = {}
     baselines: dict[str, RunTable | None] = {}
     for dataset in sorted({t.dataset for t in tables}):
-        notes[dataset] = []
-        if references.get(dataset) is not None:
-            notes[dataset].append(f"mCE and relative mCE are normalised by {references[dataset].name}")
-        else:
-            notes[dataset].append(no_reference_note(dataset))
+        notes[dataset] = [_reference_note(dataset, references.get(dataset))]
         if baseline is not None:
             found = _find_baseline(tables, baseline, dataset)
             if found is None:
@@ -472,8 +473,7 @@ def seed_rows(
         dataset = group.dataset
         reference = references.get(dataset)
         if dataset not in notes:
-            notes[dataset] = [f"mCE and relative mCE are normalised by {reference.name}" if reference is not None
-                              else no_reference_note(dataset)]
+            notes[dataset] = [_reference_note(dataset, reference)]
         base = next((g for g in groups if g.dataset == dataset and baseline in (g.label, g.tables[0].model)), None)
         if baseline is not None and base is None and len(notes[dataset]) == 1:
             notes[dataset].append(f"baseline {baseline!r} was not evaluated on {dataset}: R_net is empty")

@@ -20,6 +20,8 @@ per-image correctness), a number beyond tolerance fails only when the paired sta
 the change is real: a cell's Holm-adjusted exact McNemar test rejects at 0.05, a mean error's
 paired 95% interval of the change excludes zero. Far tighter than two unpaired intervals, and
 likewise never stricter than the tolerances; runs over other images are then incomparable.
+A mean error without a paired interval (a run without the clean cell) is then not compared,
+and a note says so.
 """
 
 from __future__ import annotations
@@ -30,7 +32,7 @@ from dataclasses import dataclass
 
 from robustbench_pp.metrics import mean_corruption_error, unnormalized_mean_error
 from robustbench_pp.names import CLEAN, CORRUPTIONS, DEFAULT_PROTOCOL
-from robustbench_pp.results import ALEXNET_REFERENCE, RunTable, is_imagenet_c, mean_error_intervals
+from robustbench_pp.results import ALEXNET_REFERENCE, RunTable, default_reference, is_imagenet_c, mean_error_intervals
 from robustbench_pp.results.pairing import RunComparison, compare_runs_paired, pairing_problems
 
 OK, REGRESSION, INCOMPARABLE = 0, 1, 2
@@ -239,15 +241,23 @@ def _aggregate_evidence(paired: RunComparison | None, key: str) -> "str | bool |
     return delta.excludes_zero and f"paired 95% CI of the change {100 * delta.low:+.2f}–{100 * delta.high:+.2f}"
 
 
+def _unpaired_aggregates(results: RunTable, reference: RunTable, paired: RunComparison | None) -> frozenset[str]:
+    """The mean errors that paired statistics were asked for but give no interval of (not compared)."""
+    if paired is None or not _has_all_corruptions(results, reference):
+        return frozenset()
+    return frozenset(key for key in _aggregates(reference) if paired.paired.deltas.get(key) is None)
+
+
 def _aggregate_findings(results: RunTable, reference: RunTable, tolerances: Tolerances,
-                        paired: RunComparison | None = None) -> tuple[list[Finding], int]:
-    """Findings over the mean errors (none when a corruption is incomplete), and how many were compared."""
+                        paired: RunComparison | None = None, skip: frozenset[str] = frozenset()) -> tuple[list[Finding], int]:
+    """Findings over the mean errors (none when a corruption is incomplete; none of ``skip``), and how many were compared."""
     if not _has_all_corruptions(results, reference):
         return [], 0
     intervals = {}
     if tolerances.ci_aware:
-        intervals = mean_error_intervals(reference, ALEXNET_REFERENCE if is_imagenet_c(reference.dataset) else None)
-    old, new = _aggregates(reference), _aggregates(results)
+        intervals = mean_error_intervals(reference, default_reference(reference.dataset))
+    old = {key: value for key, value in _aggregates(reference).items() if key not in skip}
+    new = _aggregates(results)
     findings = [_finding(what, value, new[key][1], tolerances.mce, intervals.get(key), _aggregate_evidence(paired, key))
                 for key, (what, value) in old.items()]
     return [f for f in findings if f is not None], len(old)
@@ -255,7 +265,7 @@ def _aggregate_findings(results: RunTable, reference: RunTable, tolerances: Tole
 
 def _paired(results: RunTable, reference: RunTable) -> RunComparison:
     """The new run against the reference, image by image (the reference is A, the new run B)."""
-    normaliser = ALEXNET_REFERENCE if is_imagenet_c(reference.dataset) else None
+    normaliser = default_reference(reference.dataset)
     return compare_runs_paired(reference, results, reference=normaliser, alpha=0.05)
 
 
@@ -291,12 +301,16 @@ def compare_runs(
     if reasons:
         return CheckResult(incomparable=tuple(reasons))
     statistics = _paired(results, reference) if paired else None
+    unpaired = _unpaired_aggregates(results, reference, statistics)
     cell_findings, cells = _cell_findings(results, reference, tolerances, statistics)
-    aggregate_findings, aggregates = _aggregate_findings(results, reference, tolerances, statistics)
+    aggregate_findings, aggregates = _aggregate_findings(results, reference, tolerances, statistics, unpaired)
     findings = cell_findings + aggregate_findings
     notes = _notes(results, reference, tolerances)
+    if unpaired:
+        notes.append("`paired`: mean errors not compared: their paired intervals need the clean cell in both runs")
     if statistics is not None:
-        plain = len(_cell_findings(results, reference, tolerances)[0]) + len(_aggregate_findings(results, reference, tolerances)[0])
+        plain = (len(_cell_findings(results, reference, tolerances)[0])
+                 + len(_aggregate_findings(results, reference, tolerances, skip=unpaired)[0]))
         if plain > len(findings):
             notes.append(f"`paired`: {plain - len(findings)} number(s) moved beyond tolerance but not beyond the noise "
                          "of the images (not flagged)")

@@ -315,3 +315,19 @@ def test_paired_refuses_other_images_and_missing_bits_and_ci_aware(tmp_path, pai
     assert out.exit_code == 2 and "choose one" in out.output
     with pytest.raises(ValueError, match="`ci_aware` and `paired`"):
         compare_runs(results.run_table(records), results.run_table(records), ci_aware=True, paired=True)
+
+
+def test_paired_without_the_clean_cell_skips_the_mean_errors_with_a_note_rather_than_flag_them_on_tolerance():
+    from _paired_records import run_with_bits
+
+    # Mean error +1.4 points (beyond the 1-point tolerance) over 100 images: no paired interval
+    # exists without the clean cell, so paired mode must not fall back to the tolerance alone.
+    old = [r for r in run_with_bits(n_total=100, bits_seed=0) if r.corruption != "clean"]
+    new = [r for r in run_with_bits(error_of=lambda c, s: 0.215 + 0.05 * s, n_total=100, bits_seed=1)
+           if r.corruption != "clean"]
+    plain = compare_runs(results.run_table(new), results.run_table(old))
+    assert plain.exit_code == REGRESSION and plain.regressions[0].what == "unnormalised mean error"
+    out = compare_runs(results.run_table(new), results.run_table(old), paired=True)
+    assert out.exit_code == OK and not out.regressions and out.compared == 75
+    assert any("mean errors not compared" in note and "clean cell" in note for note in out.notes)
+    assert not any("beyond the noise" in note for note in out.notes)  # skipped, not judged as noise

@@ -60,3 +60,14 @@ def test_load_square_image_resizes_and_centre_crops(photo_path):
 
     image = load_square_image(str(photo_path), 64)
     assert image.shape == (64, 64, 3) and image.dtype == np.uint8
+
+
+@pytest.mark.parametrize("size", ["20", "31", "-5"])
+def test_a_size_below_the_gallery_minimum_fails_at_the_option_with_exit_2(tmp_path, photo_path, size):
+    from robustbench_pp.report.gallery import MIN_SIZE
+
+    out = tmp_path / "g.png"
+    result = CliRunner().invoke(corrupt_gallery, ["--image", str(photo_path), "--out", str(out), "--size", size])
+    assert result.exit_code == 2, result.output
+    assert "Invalid value for '--size'" in result.output and f"minimum of {MIN_SIZE}" in result.output
+    assert not out.exists()

@@ -16,6 +16,7 @@ from robustbench_pp import results
 from robustbench_pp.cli import main
 from robustbench_pp.metrics import ALEXNET_IMAGENET_C, mean_corruption_error, net_error_reduction, unnormalized_mean_error
 from robustbench_pp.metrics.paired import compare_paired, paired_bootstrap
+from robustbench_pp.results.pairing import correct_by_cell
 
 DIFFICULTY = np.random.default_rng(5).normal(size=400)  # shared by the runs: they agree on most images
 
@@ -153,6 +154,23 @@ def test_a_reference_run_on_the_same_images_is_resampled_with_them(tmp_path, run
                                                             model="alexnet"))
     document = json.loads(_compare(run, better, "--reference", bare, "--json", "--resamples", "200").output)
     assert not document["reference_resampled"] and any("held constant" in n for n in document["notes"])
+
+
+def test_a_reference_run_without_clean_bits_is_still_resampled_and_gives_the_same_intervals():
+    # Only the reference's 15 × 5 corruption cells enter the mCE: its clean cell is not needed.
+    a = results.run_table(run_with_bits(bits_seed=0, model="a", n_total=100))
+    b = results.run_table(run_with_bits(error_of=lambda c, s: 0.25 + 0.05 * s, bits_seed=1, model="b", n_total=100))
+    full = run_with_bits(error_of=lambda c, s: 0.5 + 0.05 * s, bits_seed=2, model="ref", n_total=100)
+    no_clean_bits = [dataclasses.replace(r, extra={}) if r.corruption == "clean" else r for r in full]
+    whole = results.compare_runs_paired(a, b, reference_run=results.run_table(full), resamples=200).paired
+    partial = results.compare_runs_paired(a, b, reference_run=results.run_table(no_clean_bits), resamples=200).paired
+    assert partial.reference_resampled and partial.deltas == whole.deltas
+    assert all(partial.deltas[key] is not None for key in partial.deltas) and partial.notes == whole.notes
+    # The library entry point agrees: a reference mapping without the clean cell is enough.
+    masks = {cell: mask for cell, mask in correct_by_cell(results.run_table(full)).items() if cell[0] != "clean"}
+    direct = compare_paired(correct_by_cell(a), correct_by_cell(b), reference_correct=masks,
+                            resamples=200)
+    assert direct.deltas == whole.deltas
 
 
 def test_paired_intervals_are_narrower_than_unpaired_on_agreeing_runs():

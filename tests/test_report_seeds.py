@@ -45,3 +45,23 @@ def test_the_same_checkpoint_twice_is_not_two_seeds():
     twice = [_run("resnet18", 0.0, "a1"), _run("resnet18", 0.0, "a1")]
     with pytest.raises(ValueError, match="same checkpoint"):
         seed_groups(twice)
+
+
+def test_group_seeds_finds_the_baseline_as_without_it_an_exact_label_first():
+    import dataclasses
+
+    augmix = run_table([dataclasses.replace(r, recipe="augmix")
+                        for r in full_run(lambda c, s: 0.1 + 0.04 * s, checkpoint_sha256="aa" * 32)])
+    plain = run_table(full_run(checkpoint_sha256="bb" * 32))
+    assert (augmix.label, plain.label) == ("resnet18 (augmix)", "resnet18")  # the model of both is resnet18
+    for group_seeds in (False, True):
+        board = build_leaderboard([augmix, plain], {"fashion-mnist-c": None}, baseline="resnet18",
+                                  group_seeds=group_seeds)
+        rows = {row.label: row for row in board.rows}
+        assert {row.baseline for row in board.rows} == {"resnet18"}, group_seeds
+        assert rows["resnet18"].r_net_unnormalized == pytest.approx(0.0, abs=1e-9)
+        assert rows["resnet18 (augmix)"].r_net_unnormalized > 0
+    # Two runs matching only by model are ambiguous with seeds grouped too, and the error says so.
+    other = run_table([dataclasses.replace(r, recipe="mixup") for r in full_run(checkpoint_sha256="cc" * 32)])
+    with pytest.raises(ValueError, match="`baseline` 'resnet18' matches 2 runs"):
+        build_leaderboard([augmix, other], {"fashion-mnist-c": None}, baseline="resnet18", group_seeds=True)

@@ -22,11 +22,24 @@ def load_square_image(path: str, size: int):
         return load(path, size)
 
 
+def _gallery_size(ctx, param, value):
+    """``--size``: refused here (exit 2) below the gallery's minimum, not after the image has loaded.
+
+    The gallery module is imported only now: importing it with this module would load the
+    report package (and numpy) on every ``rbpp`` command.
+    """
+    from robustbench_pp.report.gallery import MIN_SIZE
+
+    if value is not None and value < MIN_SIZE:
+        raise click.BadParameter(f"{value} is below the gallery's minimum of {MIN_SIZE} pixels.", ctx, param)
+    return value
+
+
 @click.command("corrupt-gallery")
 @click.option("--preset", type=click.Choice(["imagenet", "cifar"]), default="imagenet", show_default=True, help="Parameter set.")
 @click.option("--image", "image_path", required=True, type=click.Path(dir_okay=False), help="A PNG or JPEG photograph.")
 @click.option("--out", "out_path", required=True, type=click.Path(dir_okay=False, writable=True), help="Output PNG.")
-@click.option("--size", type=click.IntRange(min=16, max=4096), default=None, help="Side in pixels (default 224 imagenet, 32 cifar).")
+@click.option("--size", type=click.IntRange(max=4096), default=None, callback=_gallery_size, help="Side in pixels (default 224 imagenet, 32 cifar).")
 @click.option("--extras/--no-extras", default=False, show_default=True, help="Add the 4 extra corruptions (19 rows).")
 @click.option("--only", default=None, help="Comma-separated corruption names (default: all rows).")
 @click.option("--seed", type=SEED, default=0, show_default=True)

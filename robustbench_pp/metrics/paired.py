@@ -32,6 +32,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from robustbench_pp.metrics.core import _reference_sum, _require
 from robustbench_pp.names import ALL_CORRUPTIONS, CLEAN, CLEAN_SEVERITY, CORRUPTIONS, SEVERITIES
 
 Cell = tuple[str, int]
@@ -183,13 +184,17 @@ def _masks(correct: CorrectByCell, what: str) -> dict[Cell, np.ndarray]:
     return out
 
 
+def _corruption_cells() -> list[Cell]:
+    return [(c, s) for c in CORRUPTIONS for s in SEVERITIES]
+
+
 def _benchmark_cells() -> list[Cell]:
-    return [(CLEAN, CLEAN_SEVERITY), *((c, s) for c in CORRUPTIONS for s in SEVERITIES)]
+    return [(CLEAN, CLEAN_SEVERITY), *_corruption_cells()]
 
 
-def _matrix(masks: Mapping[Cell, np.ndarray], what: str) -> np.ndarray:
-    """images × 76 correctness (clean, then the 15 × 5 benchmark cells), as float32 0/1."""
-    cells = _benchmark_cells()
+def _matrix(masks: Mapping[Cell, np.ndarray], what: str, cells: Sequence[Cell] | None = None) -> np.ndarray:
+    """images × cells correctness as float32 0/1; by default the 76 of the clean cell, then the 15 × 5 benchmark cells."""
+    cells = _benchmark_cells() if cells is None else cells
     missing = [c for c in cells if c not in masks]
     if missing:
         shown = ", ".join(f"{c}/{s}" for c, s in missing[:6]) + (" ..." if len(missing) > 6 else "")
@@ -199,13 +204,10 @@ def _matrix(masks: Mapping[Cell, np.ndarray], what: str) -> np.ndarray:
 
 def _reference_sums(reference) -> np.ndarray:
     """Σ_s E^ref per benchmark corruption, from 5 errors or an average each."""
-    missing = [c for c in CORRUPTIONS if c not in reference]
-    if missing:
-        raise ValueError(f"`reference` lacks {', '.join(missing)}")
+    _require(reference, CORRUPTIONS, "`reference`")
     sums = []
     for name in CORRUPTIONS:
-        value = reference[name]
-        total = len(SEVERITIES) * float(value) if np.isscalar(value) else float(np.sum(value))
+        total = _reference_sum(reference[name], f"`reference` {name}")
         if not total > 0:
             raise ValueError(f"`reference` {name}: its errors sum to {total:g}; mCE needs a positive denominator")
         sums.append(total)
@@ -305,7 +307,8 @@ def paired_bootstrap(
         reference: the mCE normaliser's errors held constant (corruption -> 5 errors or
             their average, e.g. AlexNet's published ImageNet-C errors).
         reference_correct: instead, a reference run's per-image correctness over the same
-            images: its errors are resampled with the same draw as A and B.
+            images: its errors are resampled with the same draw as A and B. Only its 15 × 5
+            benchmark cells are needed (and used); its clean cell may be missing.
         resamples: bootstrap replicates.
         seed: seed of the draws (the intervals are reproducible).
         level: coverage of the percentile intervals.
@@ -332,18 +335,19 @@ def paired_bootstrap(
     if method not in ("percentile", "bca"):
         raise ValueError(f"`method` must be 'percentile' or 'bca', got {method!r}")
     matrix_a, matrix_b = _matrix(_masks(a, "a"), "a"), _matrix(_masks(b, "b"), "b")
-    matrix_r = None if reference_correct is None else _matrix(_masks(reference_correct, "reference_correct"), "reference_correct")
+    matrix_r = None if reference_correct is None else _matrix(
+        _masks(reference_correct, "reference_correct"), "reference_correct", _corruption_cells())
     images = matrix_a.shape[0]
     if matrix_b.shape[0] != images or (matrix_r is not None and matrix_r.shape[0] != images):
         raise ValueError("the runs cover different numbers of images: a paired comparison needs the same images")
     constant_sums = None if reference is None else _reference_sums(reference)
     if matrix_r is not None:
         # Its observed errors: the normaliser of the point estimate (and of unpaired replicates).
-        constant_sums = _severity_sums(_errors(np.ones((1, images), np.float32), matrix_r[:, 1:]))[0]
+        constant_sums = _severity_sums(_errors(np.ones((1, images), np.float32), matrix_r))[0]
         if not np.all(constant_sums > 0):
             raise ValueError("`reference_correct`: a corruption has no reference errors; mCE needs a positive denominator")
     # A, B and the reference's 75 cells side by side: one product per replicate block when paired.
-    columns = [matrix_a, matrix_b] + ([matrix_r[:, 1:]] if matrix_r is not None else [])
+    columns = [matrix_a, matrix_b] + ([matrix_r] if matrix_r is not None else [])
     joint = np.concatenate(columns, axis=1)
     cells = matrix_a.shape[1]
 
@@ -429,7 +433,8 @@ def compare_paired(
 
     Returns:
         A :class:`PairedComparison`. Aggregates are None (with a note) when a benchmark
-        cell or the clean cell is missing from either run.
+        cell or the clean cell is missing from either run, or a benchmark cell from
+        ``reference_correct`` (whose clean cell is not needed).
 
     Raises:
         ValueError: for bad arguments or cells over different numbers of images.
@@ -438,11 +443,13 @@ def compare_paired(
     notes = []
     deltas: dict[str, Interval | None] = {key: None for key in DELTA_KEYS}
     needed = set(_benchmark_cells())
-    if needed <= set(a) and needed <= set(b) and (reference_correct is None or needed <= set(reference_correct)):
+    if not (needed <= set(a) and needed <= set(b)):
+        notes.append("the aggregate differences need the clean cell and all 15 corruptions × 5 severities in every run")
+    elif reference_correct is not None and not set(_corruption_cells()) <= set(reference_correct):
+        notes.append("the aggregate differences need all 15 corruptions × 5 severities in the reference run")
+    else:
         deltas = paired_bootstrap(a, b, reference=reference, reference_correct=reference_correct,
                                   resamples=resamples, seed=seed, level=1.0 - alpha)
-    else:
-        notes.append("the aggregate differences need the clean cell and all 15 corruptions × 5 severities in every run")
     if reference is None and reference_correct is None:
         notes.append("no reference: mCE and R_net from mCE are not compared")
     if deltas["clean_error"] is not None and deltas["r_net_unnormalized"] is None:

@@ -180,6 +180,11 @@ def _find_baseline(tables: Sequence[RunTable], name: str, dataset: str) -> RunTa
     return matches[0] if matches else None
 
 
+def _reference_note(dataset: str, reference: Reference | None) -> str:
+    """The note of a dataset's rows: what normalises their mCE, or why nothing does."""
+    return f"mCE and relative mCE are normalised by {reference.name}" if reference is not None else no_reference_note(dataset)
+
+
 def measured_rows(
     tables: Sequence[RunTable],
     references: Mapping[str, Reference | None],
@@ -219,11 +224,7 @@ def measured_rows(
     notes: dict[str, list[str]] = {}
     baselines: dict[str, RunTable | None] = {}
     for dataset in sorted({t.dataset for t in tables}):
-        notes[dataset] = []
-        if references.get(dataset) is not None:
-            notes[dataset].append(f"mCE and relative mCE are normalised by {references[dataset].name}")
-        else:
-            notes[dataset].append(no_reference_note(dataset))
+        notes[dataset] = [_reference_note(dataset, references.get(dataset))]
         if baseline is not None:
             found = _find_baseline(tables, baseline, dataset)
             if found is None:
@@ -460,23 +461,24 @@ def seed_rows(
     """One row per (dataset, label): the mean over its runs (training seeds) and their spread.
 
     Raises:
-        ValueError: two runs of a label with the same checkpoint, or on different images.
+        ValueError: two runs of a label with the same checkpoint, or on different images, or
+            ``baseline`` is ambiguous (as in :func:`measured_rows`).
     """
     from robustbench_pp.report.seeds import SEED_FIELDS, seed_groups, seed_statistics
 
     groups = seed_groups(tables)
     first_page = {id(t): (pages or {}).get(i) for i, t in enumerate(tables)}
     notes: dict[str, list[str]] = {}
+    bases = {}
+    for dataset in dict.fromkeys(g.dataset for g in groups):  # the baseline of a dataset: an exact label first
+        notes[dataset] = [_reference_note(dataset, references.get(dataset))]
+        found = None if baseline is None else _find_baseline([g.tables[0] for g in groups], baseline, dataset)
+        bases[dataset] = next((g for g in groups if g.tables[0] is found), None)
+        if baseline is not None and found is None:
+            notes[dataset].append(f"baseline {baseline!r} was not evaluated on {dataset}: R_net is empty")
     rows = []
     for group in groups:
-        dataset = group.dataset
-        reference = references.get(dataset)
-        if dataset not in notes:
-            notes[dataset] = [f"mCE and relative mCE are normalised by {reference.name}" if reference is not None
-                              else no_reference_note(dataset)]
-        base = next((g for g in groups if g.dataset == dataset and baseline in (g.label, g.tables[0].model)), None)
-        if baseline is not None and base is None and len(notes[dataset]) == 1:
-            notes[dataset].append(f"baseline {baseline!r} was not evaluated on {dataset}: R_net is empty")
+        dataset, reference, base = group.dataset, references.get(group.dataset), bases[group.dataset]
         head = group.tables[0]
         common = dict(dataset=dataset, model=head.model, recipe=head.recipe, label=group.label, source=MEASURED,
                       num_images=head.num_images, reference=reference.name if reference else None,

@@ -19,13 +19,9 @@ from typing import Any
 import numpy as np
 
 from robustbench_pp.metrics.paired import DEFAULT_RESAMPLES, CellTest, Interval, PairedComparison, compare_paired
-from robustbench_pp.names import CORRUPTIONS, SEVERITIES
+from robustbench_pp.names import CORRUPTIONS, DEFAULT_PROTOCOL, SEVERITIES
 from robustbench_pp.results.references import ALEXNET, Reference, choose_references, reference_from_run
 from robustbench_pp.results.tables import RunTable, load_run
-
-#: The protocol of runs whose provenance does not name one (written before protocols existed).
-DEFAULT_PROTOCOL = "imagenet-c"
-
 
 class IncomparableRunsError(ValueError):
     """Two runs do not cover the same images; ``reasons`` lists what differs."""

@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from robustbench_pp.metrics.bootstrap import bootstrap_error_ci
 from robustbench_pp.names import CLEAN
 from robustbench_pp.results import IncomparableRunsError, Reference, RunComparison, RunTable, compare_runs_paired
-from robustbench_pp.results import mean_error_intervals
+from robustbench_pp.results import mean_error_intervals, reference_from_run
 
 REPORTED_NOTE = "copied from a paper without per-image results: no 95% interval and no paired Δ"
 NO_BITS_NOTE = ("no 95% interval: its records keep no per-image correctness (written by an older rbpp); "
@@ -56,10 +56,7 @@ def reference_run(tables: Sequence[RunTable], reference: Reference | None) -> Ru
     """The run among ``tables`` that ``reference`` was made from (to resample it with the images), if any."""
     if reference is None:
         return None
-    for table in tables:
-        if f"{table.label} on {table.dataset}" == reference.name and dict(table.errors) == dict(reference.errors):
-            return table
-    return None
+    return next((t for t in tables if t.complete and reference_from_run(t) == reference), None)
 
 
 @dataclass(frozen=True)

@@ -10,12 +10,10 @@ from torch import nn
 
 from robustbench_pp.models.checkpoints import LoadedCheckpoint, load_checkpoint
 from robustbench_pp.models.original import map_original_state_dict, uses_original_names
-from robustbench_pp.models.weights import CheckpointError, classifier_rows, load_weights
+from robustbench_pp.models.weights import CheckpointError, classifier_rows, load_weights, stem_of
 from robustbench_pp.models.registry import ModelCard, build_from_card, get_card, infer_width
 
 _DEFAULT_CLASSES = {"cifar": 10, "imagenet": 1000}
-# The first convolution's kernel side tells a plain state_dict's stem.
-_STEM_BY_KERNEL = {"conv1.weight": {3: "cifar", 7: "imagenet"}, "features.0.weight": {5: "cifar", 11: "imagenet"}}
 
 
 @dataclass(frozen=True)
@@ -145,7 +143,7 @@ def _card_for_plain(loaded: LoadedCheckpoint, request: ModelRequest) -> ModelCar
 
 
 def _plain_stem(state: dict, request: ModelRequest, *, source: str) -> str:
-    inferred = _stem_of(state)
+    inferred = stem_of(state)
     if request.explicit_stem and inferred and request.explicit_stem != inferred:
         raise CheckpointError(
             f"{source}: its first convolution is a {inferred}-stem kernel but you asked for `stem` {request.stem}"
@@ -158,11 +156,3 @@ def _inferred_width(name: str, state: dict) -> int | None:
         return infer_width(name, state)
     except ValueError:  # an unknown name: get_card reports it with suggestions
         return None
-
-
-def _stem_of(state: dict) -> str | None:
-    for key, stems in _STEM_BY_KERNEL.items():
-        weight = state.get(key)
-        if weight is not None and weight.ndim == 4:
-            return stems.get(int(weight.shape[-1]))
-    return None

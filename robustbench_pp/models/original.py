@@ -18,7 +18,7 @@ import torch
 
 from robustbench_pp.models.registry import ModelCard, get_card
 from robustbench_pp.models.safe_pickle import Opaque, as_mapping, describe
-from robustbench_pp.models.weights import CheckpointError
+from robustbench_pp.models.weights import CheckpointError, stem_of
 from robustbench_pp.preprocessing import CIFAR10_MEAN, CIFAR10_STD, IMAGENET_MEAN, IMAGENET_STD
 
 _RENAMES = {
@@ -161,9 +161,9 @@ def _class_names(value, depth: int):
 def _stem(mapped: dict, source: str) -> str:
     if "conv1.weight" not in mapped:
         raise CheckpointError(f"{source}: no stem convolution weight (conv1.push_conv.weight or conv1.weight)")
-    kernel = int(mapped["conv1.weight"].shape[-1])
-    stem = {3: "cifar", 7: "imagenet"}.get(kernel)
+    stem = stem_of(mapped)
     if stem is None:
+        kernel = int(mapped["conv1.weight"].shape[-1])
         raise CheckpointError(f"{source}: stem kernel {kernel}×{kernel} is neither CIFAR (3) nor ImageNet (7)")
     return stem
 

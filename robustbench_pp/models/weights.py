@@ -69,6 +69,20 @@ def load_weights(model: torch.nn.Module, state_dict: dict, *, source: str) -> No
     )
 
 
+#: The first convolution's kernel side tells the stem a plain state_dict was built for
+#: (ResNets: ``conv1``, AlexNets: ``features.0``).
+STEM_BY_KERNEL = {"conv1.weight": {3: "cifar", 7: "imagenet"}, "features.0.weight": {5: "cifar", 11: "imagenet"}}
+
+
+def stem_of(state: dict) -> str | None:
+    """"cifar" or "imagenet" from a state_dict's first convolution; None when it does not say."""
+    for key, stems in STEM_BY_KERNEL.items():
+        weight = state.get(key)
+        if weight is not None and weight.ndim == 4:
+            return stems.get(int(weight.shape[-1]))
+    return None
+
+
 def _likely_causes(own: dict, state_dict: dict, missing: list, unexpected: list, shapes: list) -> list[str]:
     """Why a state_dict does not fit a model, most specific first, in the caller's parameter names."""
     causes = []
@@ -76,7 +90,7 @@ def _likely_causes(own: dict, state_dict: dict, missing: list, unexpected: list,
     if first_layer & set(missing) or first_layer & set(unexpected):
         causes.append("wrong `name`: a PushPull (_ppN) checkpoint and a plain model, or the reverse, or "
                       "trainable vs fixed `inhibition_mode`")
-    stem_keys = [k for k in ("conv1.weight", "features.0.weight") if k in own and k in state_dict]
+    stem_keys = [k for k in STEM_BY_KERNEL if k in own and k in state_dict]
     if any(state_dict[k].shape[-1] != own[k].shape[-1] for k in stem_keys):
         causes.append("wrong `stem` (the first convolution's kernel size differs)")
     rows = classifier_rows(own)

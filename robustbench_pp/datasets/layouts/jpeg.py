@@ -268,11 +268,8 @@ class JpegFolderLayout(Layout):
         sample of them hashed."""
         super().check_recorded(manifest, relpath)
         cell = (self.root / relpath).parent
-        sums = read_sums(cell / SUMS_FILE)
+        sums = self._listed_sums(cell)
         keys = sorted(sums)
-        if list_jpeg_cell(cell) != keys:
-            raise ManifestError(f"{cell}: its images are not those listed in its {SUMS_FILE} (files added, removed "
-                                f"or renamed); {self.regenerate_hint()} after deleting it")
         stamp = listing_sha256(cell, keys)
         if stamp == manifest["files"][relpath].get("listing_sha256"):
             step = max(1, len(keys) // SAMPLED_IMAGES)
@@ -298,10 +295,15 @@ class JpegFolderLayout(Layout):
         """The ``SHA256SUMS`` file against the manifest, every image against its line."""
         verify_entry(self.root, relpath, manifest["files"][relpath])
         cell = (self.root / relpath).parent
+        verify_images(cell, self._listed_sums(cell))
+
+    def _listed_sums(self, cell: Path) -> dict[str, str]:
+        """A generated cell's ``SHA256SUMS``, once its images are checked to be exactly those listed."""
         sums = read_sums(cell / SUMS_FILE)
         if list_jpeg_cell(cell) != sorted(sums):
-            raise ManifestError(f"{cell}: its images are not those listed in its {SUMS_FILE}")
-        verify_images(cell, sums)
+            raise ManifestError(f"{cell}: its images are not those listed in its {SUMS_FILE} (files added, removed "
+                                f"or renamed); {self.regenerate_hint()} after deleting it")
+        return sums
 
     def verify_release(self, table: CellTable) -> list[str]:
         return verify_release_checksums(self.spec, self.root, None)
